@@ -1,0 +1,66 @@
+"""Wharf: a private Python package index.
+
+``create_app(settings)`` wires the pieces together; read it as a table of contents.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import bottle
+import jinja2
+
+from . import files, health, simple_api, web
+from .auth import Access
+from .catalog import Catalog
+from .proxy import ProxyHeaders
+from .settings import Settings
+from .storage import LocalStorage
+
+__all__ = ["create_app", "Settings"]
+
+log = logging.getLogger("wharf")
+
+
+def _plain_error(error: bottle.HTTPError) -> str:
+    """Errors as one line of text: uv shows the body, twine the reason phrase."""
+    bottle.response.set_header("Content-Type", "text/plain; charset=utf-8")
+    if error.status_code >= 500:
+        log.error("%s %s failed: %s", bottle.request.method, bottle.request.path, error.exception,
+                  exc_info=error.exception if isinstance(error.exception, BaseException) else None)
+        return f"{error.status_line}: internal error\n"
+    detail = error.body if isinstance(error.body, str) and error.body else error.status_line
+    return f"{error.status_code} {detail}\n" if not detail.startswith(str(error.status_code)) else f"{detail}\n"
+
+
+def templates() -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
+        autoescape=True,
+        trim_blocks=True,
+        keep_trailing_newline=True,
+        undefined=jinja2.StrictUndefined,
+    )
+
+
+def create_app(settings: Settings, *, watch: bool = True) -> bottle.Bottle:
+    """A fresh index app for ``settings``; ``watch`` keeps following the directories."""
+    storage = LocalStorage(settings.packages)
+    catalog = Catalog(settings, storage)
+    catalog.start() if watch else catalog.open()
+    access = Access(settings)
+    env = templates()
+
+    app = bottle.Bottle(catchall=True)
+    app.config["wharf.settings"] = settings
+    app.config["wharf.catalog"] = catalog
+    app.default_error_handler = _plain_error
+
+    simple_api.register(app, settings, catalog, access, env)
+    files.register(app, settings, catalog, access, env)
+    health.register(app, settings, catalog)
+    web.register(app, settings, catalog, access, env)
+
+    app.wsgi = ProxyHeaders(app.wsgi, settings.trusted_proxies, settings.server_base_url)
+    return app

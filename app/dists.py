@@ -1,0 +1,214 @@
+"""Distribution files: what their names say and what their core metadata holds.
+
+Filenames are parsed with ``packaging``; metadata is read from inside wheels (METADATA) and
+sdists (PKG-INFO) with bounded reads, so a hostile archive costs little time or memory.
+"""
+
+from __future__ import annotations
+
+import re
+import tarfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from packaging.metadata import parse_email
+from packaging.utils import (
+    InvalidSdistFilename,
+    InvalidWheelFilename,
+    canonicalize_name,
+    parse_sdist_filename,
+    parse_wheel_filename,
+)
+from packaging.version import InvalidVersion, Version
+
+# Largest core-metadata file we read (a wheel's METADATA; real ones are < 1 MiB).
+MAX_METADATA_BYTES = 8 * 1024 * 1024
+# How far into an sdist we look for PKG-INFO before giving up.
+MAX_TAR_MEMBERS = 1000
+MAX_TAR_OFFSET = 64 * 1024 * 1024
+
+SDIST_SUFFIXES = (".tar.gz", ".zip")
+# Older formats pypiserver also serves; pip no longer installs most of them but
+# a private index must keep serving what people put there.
+LEGACY_SDIST_SUFFIXES = (".tgz", ".tar.bz2", ".tbz", ".tar.xz", ".txz", ".tar")
+SUFFIXES = (".whl", *SDIST_SUFFIXES, *LEGACY_SDIST_SUFFIXES, ".egg", ".exe", ".msi")
+
+_WININST = re.compile(
+    r"^(?P<name>.+?)-(?P<version>[0-9][^-]*?)\.(?:win32|win-amd64|win-arm64|linux-[^.]+|macosx[^.]*)"
+    r"(?:-py[0-9.]+)?\.(?:exe|msi)$"
+)
+
+
+class InvalidDistribution(ValueError):
+    """A file that is not a distribution we can serve."""
+
+
+@dataclass(frozen=True, slots=True)
+class DistName:
+    """What a distribution's filename says."""
+
+    project: str  # normalized per PEP 503
+    name: str  # as spelled in the filename
+    version: Version
+    packagetype: str  # Warehouse's names: bdist_wheel, sdist, bdist_egg, ...
+
+
+def has_dist_suffix(filename: str) -> bool:
+    return filename.lower().endswith(SUFFIXES)
+
+
+def parse_filename(filename: str) -> DistName:
+    """Parse a distribution filename, raising InvalidDistribution if it is not one."""
+    if "/" in filename or "\\" in filename or "\0" in filename or filename.startswith("."):
+        raise InvalidDistribution(f"not a plain file name: {filename!r}")
+    lower = filename.lower()
+    try:
+        if lower.endswith(".whl"):
+            name, version, _build, _tags = parse_wheel_filename(filename)
+            return DistName(name, filename.split("-", 1)[0], version, "bdist_wheel")
+        if lower.endswith(SDIST_SUFFIXES):
+            name, version = parse_sdist_filename(filename)
+            return DistName(name, _stem(filename).rpartition("-")[0], version, "sdist")
+        for suffix in LEGACY_SDIST_SUFFIXES:
+            if lower.endswith(suffix):
+                stem = filename[: -len(suffix)]
+                name, version = parse_sdist_filename(stem + ".tar.gz")
+                return DistName(name, stem.rpartition("-")[0], version, "sdist")
+        if lower.endswith(".egg"):
+            parts = filename[:-4].split("-")
+            if len(parts) < 2:
+                raise InvalidDistribution(f"not an egg name: {filename!r}")
+            return DistName(canonicalize_name(parts[0]), parts[0], Version(parts[1]), "bdist_egg")
+        match = _WININST.match(filename)
+        if match:
+            kind = "bdist_msi" if lower.endswith(".msi") else "bdist_wininst"
+            name = match["name"]
+            return DistName(canonicalize_name(name), name, Version(match["version"]), kind)
+    except (InvalidWheelFilename, InvalidSdistFilename, InvalidVersion) as exc:
+        raise InvalidDistribution(f"{filename!r}: {exc}") from None
+    raise InvalidDistribution(f"not a distribution file name: {filename!r}")
+
+
+def _stem(filename: str) -> str:
+    lower = filename.lower()
+    for suffix in SDIST_SUFFIXES:
+        if lower.endswith(suffix):
+            return filename[: -len(suffix)]
+    return filename
+
+
+def _read_capped(stream, what: str) -> bytes:
+    data = stream.read(MAX_METADATA_BYTES + 1)
+    if len(data) > MAX_METADATA_BYTES:
+        raise InvalidDistribution(f"{what} is larger than {MAX_METADATA_BYTES} bytes")
+    return data
+
+
+def read_core_metadata(path: Path, dist: DistName) -> bytes | None:
+    """The core metadata file inside a wheel or sdist, byte for byte, or None.
+
+    Raises InvalidDistribution for an archive that is not readable as its kind.
+    """
+    try:
+        if dist.packagetype == "bdist_wheel":
+            return _wheel_metadata(path, dist)
+        lower = path.name.lower()
+        if dist.packagetype == "sdist" and lower.endswith(".zip"):
+            return _zip_pkg_info(path)
+        if dist.packagetype == "sdist":
+            return _tar_pkg_info(path)
+    except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError, ValueError, RuntimeError) as exc:
+        if isinstance(exc, InvalidDistribution):
+            raise
+        raise InvalidDistribution(f"{path.name}: unreadable archive ({exc})") from None
+    return None
+
+
+def _wheel_metadata(path: Path, dist: DistName) -> bytes:
+    with zipfile.ZipFile(path) as archive:
+        candidates = [
+            info
+            for info in archive.infolist()
+            if info.filename.count("/") == 1 and info.filename.endswith(".dist-info/METADATA")
+        ]
+        if len(candidates) > 1:
+            want = canonicalize_name(dist.project)
+            candidates = [
+                info
+                for info in candidates
+                if canonicalize_name(info.filename.split("/")[0].rsplit("-", 1)[0]) == want
+            ]
+        if len(candidates) != 1:
+            raise InvalidDistribution(f"{path.name}: no single .dist-info/METADATA in the wheel")
+        info = candidates[0]
+        if info.file_size > MAX_METADATA_BYTES:
+            raise InvalidDistribution(f"{path.name}: METADATA is too large")
+        with archive.open(info) as stream:
+            return _read_capped(stream, "METADATA")
+
+
+def _zip_pkg_info(path: Path) -> bytes | None:
+    with zipfile.ZipFile(path) as archive:
+        for info in archive.infolist()[:MAX_TAR_MEMBERS]:
+            if info.filename.count("/") == 1 and info.filename.endswith("/PKG-INFO"):
+                if info.file_size > MAX_METADATA_BYTES:
+                    raise InvalidDistribution(f"{path.name}: PKG-INFO is too large")
+                with archive.open(info) as stream:
+                    return _read_capped(stream, "PKG-INFO")
+    return None
+
+
+def _tar_pkg_info(path: Path) -> bytes | None:
+    with tarfile.open(path, mode="r:*") as archive:
+        for count, member in enumerate(archive):
+            if count >= MAX_TAR_MEMBERS or member.offset_data > MAX_TAR_OFFSET:
+                return None
+            if member.isfile() and member.name.count("/") == 1 and member.name.endswith("/PKG-INFO"):
+                if member.size > MAX_METADATA_BYTES:
+                    raise InvalidDistribution(f"{path.name}: PKG-INFO is too large")
+                stream = archive.extractfile(member)
+                return _read_capped(stream, "PKG-INFO") if stream else None
+    return None
+
+
+def check_archive(path: Path, dist: DistName) -> None:
+    """Raise InvalidDistribution unless the file is a readable archive of its kind."""
+    lower = path.name.lower()
+    try:
+        if dist.packagetype == "bdist_wheel" or lower.endswith((".zip", ".egg")):
+            with zipfile.ZipFile(path) as archive:
+                if archive.testzip() is not None:
+                    raise InvalidDistribution(f"{path.name}: corrupt zip member")
+            if dist.packagetype == "bdist_wheel":
+                _wheel_metadata(path, dist)
+        elif lower.endswith((".tar.gz", ".tgz", ".tar.bz2", ".tbz", ".tar.xz", ".txz", ".tar")):
+            with tarfile.open(path, mode="r:*") as archive:
+                if archive.next() is None:
+                    raise InvalidDistribution(f"{path.name}: empty archive")
+    except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError, ValueError, RuntimeError) as exc:
+        if isinstance(exc, InvalidDistribution):
+            raise
+        raise InvalidDistribution(f"{path.name}: not a readable archive ({exc})") from None
+
+
+@dataclass(frozen=True, slots=True)
+class CoreMetadata:
+    """The fields of core metadata the index shows."""
+
+    name: str | None
+    version: str | None
+    summary: str | None
+    requires_python: str | None
+    raw: dict
+
+    @classmethod
+    def parse(cls, data: bytes) -> CoreMetadata:
+        raw, _unparsed = parse_email(data)
+        return cls(
+            name=raw.get("name"),
+            version=raw.get("version"),
+            summary=raw.get("summary"),
+            requires_python=raw.get("requires_python"),
+            raw=dict(raw),
+        )

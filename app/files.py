@@ -1,0 +1,186 @@
+"""Downloads of package files and their PEP 658 metadata files.
+
+Only files the catalog knows are served, looked up by their URL path, so no request can
+name a path outside the packages directories. Content-Encoding is never set: a
+``.tar.gz`` is the bytes the hash describes, not a gzip-encoded tarball.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+import jinja2
+from bottle import Bottle, HTTPError, HTTPResponse, request, response
+
+from .auth import Access
+from .caching import cache_control, etag_of, http_date, if_range_holds, not_modified
+from .catalog import Catalog, DistFile
+from .settings import Settings
+from .storage import CHUNK
+
+METADATA_SUFFIX = ".metadata"
+_TYPES = (
+    (".whl", "application/zip"),
+    (".zip", "application/zip"),
+    (".egg", "application/zip"),
+    (".tar.gz", "application/gzip"),
+    (".tgz", "application/gzip"),
+    (".tar.bz2", "application/x-bzip2"),
+    (".tbz", "application/x-bzip2"),
+    (".tar.xz", "application/x-xz"),
+    (".txz", "application/x-xz"),
+    (".tar", "application/x-tar"),
+)
+_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+
+
+def content_type(filename: str) -> str:
+    lower = filename.lower()
+    for suffix, kind in _TYPES:
+        if lower.endswith(suffix):
+            return kind
+    return "application/octet-stream"
+
+
+def parse_range(header: str, size: int) -> tuple[int, int] | None:
+    """(first, last) byte of a single satisfiable range; None to send the whole file.
+
+    Raises HTTPError 416 for a syntactically valid range that cannot be satisfied.
+    """
+    match = _RANGE.match(header.strip().replace(" ", ""))
+    if not match:
+        return None  # multiple or malformed ranges: ignoring Range is allowed (RFC 9110)
+    start, end = match.groups()
+    if not start and not end:
+        return None
+    if not start:
+        length = int(end)
+        if length == 0:
+            raise _unsatisfiable(size)
+        return max(size - length, 0), size - 1
+    first = int(start)
+    last = min(int(end), size - 1) if end else size - 1
+    if end and int(end) < first:
+        return None
+    if first >= size:
+        raise _unsatisfiable(size)
+    return first, last
+
+
+def _unsatisfiable(size: int) -> HTTPError:
+    error = HTTPError(416, "requested range not satisfiable")
+    error.set_header("Content-Range", f"bytes */{size}")
+    return error
+
+
+def _slice(stream, first: int, last: int):
+    try:
+        stream.seek(first)
+        remaining = last - first + 1
+        while remaining > 0:
+            chunk = stream.read(min(CHUNK, remaining))
+            if not chunk:
+                break
+            remaining -= len(chunk)
+            yield chunk
+    finally:
+        stream.close()
+
+
+class Downloads:
+    def __init__(self, settings: Settings, catalog: Catalog, access: Access):
+        self.settings = settings
+        self.catalog = catalog
+        self.private = access.protects("download")
+        self.immutable = not settings.overwrite
+
+    def _headers(self, etag: str, mtime: float, kind: str) -> None:
+        response.set_header("Content-Type", kind)
+        response.set_header("ETag", etag)
+        response.set_header("Last-Modified", http_date(mtime))
+        response.set_header("Accept-Ranges", "bytes")
+        response.set_header("Cache-Control", cache_control(self.settings.file_max_age, private=self.private,
+                                                          immutable=self.immutable))
+
+    def send_file(self, dist: DistFile):
+        etag = f'"{dist.sha256}"'
+        self._headers(etag, dist.upload_time, content_type(dist.filename))
+        if not_modified(etag, dist.upload_time):
+            raise HTTPResponse(status=304, headers=dict(response.headers))
+        try:
+            stream = self.catalog.storage.open(dist.root, dist.relpath)
+        except FileNotFoundError:
+            raise HTTPError(404, f"{dist.filename} was removed") from None
+        size = os.fstat(stream.fileno()).st_size
+        wanted = request.environ.get("HTTP_RANGE")
+        span = None
+        try:
+            if wanted and if_range_holds(etag, dist.upload_time):
+                span = parse_range(wanted, size)
+        except HTTPError:
+            stream.close()
+            raise
+        if span is None:
+            response.set_header("Content-Length", str(size))
+            if request.method == "HEAD":
+                stream.close()
+                return b""
+            return stream  # bottle hands it to wsgi.file_wrapper (sendfile under gunicorn)
+        first, last = span
+        response.status = 206
+        response.set_header("Content-Range", f"bytes {first}-{last}/{size}")
+        response.set_header("Content-Length", str(last - first + 1))
+        if request.method == "HEAD":
+            stream.close()
+            return b""
+        return _slice(stream, first, last)
+
+    def send_metadata(self, dist: DistFile):
+        data = self.catalog.read_metadata(dist)
+        if data is None:
+            raise HTTPError(404, f"no core metadata for {dist.filename}")
+        etag = f'"{dist.metadata_sha256}"'
+        self._headers(etag, dist.upload_time, "application/octet-stream")
+        if not_modified(etag, dist.upload_time):
+            raise HTTPResponse(status=304, headers=dict(response.headers))
+        return data
+
+
+def register(app: Bottle, settings: Settings, catalog: Catalog, access: Access,
+             templates: jinja2.Environment) -> Downloads:
+    downloads = Downloads(settings, catalog, access)
+    listing_cache: dict[int, tuple[bytes, str]] = {}
+
+    @app.route("/packages/<path:path>", method=["GET", "HEAD"])
+    def package_file(path: str):
+        access.require("download")
+        dist = catalog.find(path)
+        if dist is not None:
+            return downloads.send_file(dist)
+        if path.endswith(METADATA_SUFFIX):
+            dist = catalog.find(path[: -len(METADATA_SUFFIX)])
+            if dist is not None:
+                return downloads.send_metadata(dist)
+        raise HTTPError(404, "no such package file")
+
+    @app.get("/packages/")
+    def package_listing():
+        # pypiserver's flat list of every file, for pip --find-links.
+        access.require("list")
+        view = catalog.view
+        cached = listing_cache.get(view.serial)
+        if cached is None:
+            links = sorted(view.by_url)
+            body = templates.get_template("packages.html").render(links=links).encode()
+            listing_cache.clear()
+            listing_cache[view.serial] = cached = (body, etag_of(body))
+        body, etag = cached
+        response.set_header("Content-Type", "text/html; charset=utf-8")
+        response.set_header("ETag", etag)
+        response.set_header("Cache-Control", cache_control(settings.index_max_age, private=access.protects("list")))
+        if not_modified(etag):
+            raise HTTPResponse(status=304, headers=dict(response.headers))
+        return body
+
+    return downloads

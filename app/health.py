@@ -1,0 +1,29 @@
+"""The health endpoint: can the index read its packages, and is its catalog current?"""
+
+from __future__ import annotations
+
+import json
+import time
+
+from bottle import Bottle, response
+
+from .catalog import Catalog
+from .settings import Settings
+
+
+def register(app: Bottle, settings: Settings, catalog: Catalog) -> None:
+    @app.route(settings.health_endpoint, method=["GET", "HEAD"])
+    def health():
+        problems = catalog.storage.readable()
+        view = catalog.view
+        body = {
+            "status": "error" if problems else "ok",
+            "problems": problems,
+            "projects": len(view.projects),
+            "files": view.file_count,
+            "time": time.time(),
+        }
+        response.status = 503 if problems else 200
+        response.set_header("Content-Type", "application/json")
+        response.set_header("Cache-Control", "no-store")
+        return json.dumps(body).encode()

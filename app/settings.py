@@ -1,0 +1,205 @@
+"""Every Wharf option, with its default, in one place.
+
+One name, three spellings: the field ``server_name`` is ``WHARF_SERVER_NAME`` in the
+environment, ``--server-name`` on the command line and ``wharf_server_name`` in Ansible.
+
+Adding an option:
+  1. add a field below with its default and its help text (the CLI --help shows it);
+  2. if the field has a type not yet handled by ``_parse``, teach ``_parse`` about it;
+  3. use it through ``settings.<name>``; never read ``os.environ`` anywhere else;
+  4. if a deploy template needs it, it already can: templates get every field by name;
+  5. mention it in ``ansible/roles/wharf/defaults/main.yml`` when it matters to servers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ENV_PREFIX = "WHARF_"
+
+ACTIONS = ("update", "download", "list")
+
+
+def _path_tuple(*items: str) -> tuple[Path, ...]:
+    return tuple(Path(item) for item in items)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The configuration of one Wharf index (app, CLI and deploy templates)."""
+
+    # --- the index -------------------------------------------------------------------
+    packages: tuple[Path, ...] = field(default_factory=lambda: _path_tuple("packages"), metadata={"help": "Package directories; the first one receives uploads. Searched recursively, dot-folders skipped."})
+    state_dir: Path | None = field(default=None, metadata={"help": "Where the file catalog (SQLite) lives; empty means \"<first packages dir>/.wharf\"."})
+    scan_interval: float = field(default=0.5, metadata={"help": "Seconds between checks of the packages directories for files added by hand."})
+    full_scan_interval: float = field(default=300.0, metadata={"help": "Seconds between full sweeps that also catch files rewritten in place."})
+    hash_algo: str = field(default="sha256", metadata={"help": "Hash in the simple API's URL fragments: sha256 (default), md5, sha1, sha384, sha512, blake2b_256, or \"off\". JSON always carries sha256."})
+    index_max_age: int = field(default=1, metadata={"help": "Cache-Control max-age (seconds) of index pages; validators make them cheap to renew."})
+    file_max_age: int = field(default=31536000, metadata={"help": "Cache-Control max-age (seconds) of package files (immutable once published)."})
+    fallback_url: str = field(default="", metadata={"help": "Redirect unknown projects to this index (e.g. https://pypi.org/simple/). Off by default: sending unknown names elsewhere is how dependency confusion works."})
+    health_endpoint: str = field(default="/health", metadata={"help": "Path of the health check endpoint."})
+    trusted_proxies: tuple[str, ...] = field(default=("127.0.0.1", "::1"), metadata={"help": "Peers whose X-Forwarded-Proto/-Host/-Prefix/-For headers are believed."})
+    server_base_url: str = field(default="", metadata={"help": "Fixed external base URL (e.g. https://pypi.example.com/prefix); overrides headers."})
+    welcome_file: Path | None = field(default=None, metadata={"help": "An HTML file shown as the home page instead of the built-in one."})
+
+    # --- access and publishing -------------------------------------------------------
+    password_file: str = field(default="", metadata={"help": "htpasswd file with the users; \".\" or empty means no users."})
+    authenticate: tuple[str, ...] = field(default=("update",), metadata={"help": "Actions that need a user: any of update, download, list; \".\" means none."})
+    permissions_file: Path | None = field(default=None, metadata={"help": "Optional file restricting users to projects ([projects] alice = mylib, mylib-*)."})
+    overwrite: bool = field(default=False, metadata={"help": "Allow an upload to replace an existing file with different bytes."})
+    max_upload_size: int = field(default=1024 * 1024 * 1024, metadata={"help": "Largest accepted upload in bytes (413 above it)."})
+
+    # --- the app server --------------------------------------------------------------
+    host: str = field(default="127.0.0.1", metadata={"help": "Address gunicorn binds (a host name, IPv4 or IPv6 address)."})
+    port: int = field(default=8080, metadata={"help": "Port gunicorn binds."})
+    workers: int = field(default=0, metadata={"help": "Gunicorn worker processes; 0 means 2 x cores + 1 (at most 8)."})
+    timeout: int = field(default=300, metadata={"help": "Seconds a worker may spend on one request (uploads can be slow)."})
+    log_level: str = field(default="info", metadata={"help": "Log level: debug, info, warning, error."})
+    log_file: str = field(default="", metadata={"help": "Log file for the app and gunicorn; empty means standard error."})
+
+    # --- the deployed stack (nginx, supervisord, TLS) ---------------------------------
+    server_name: str = field(default="localhost", metadata={"help": "Public host name of the index (nginx server_name, certificate name)."})
+    listen: tuple[str, ...] = field(default=("*",), metadata={"help": "Addresses nginx listens on (\"*\" or an IP address)."})
+    http_port: int = field(default=80, metadata={"help": "nginx plain-HTTP port (it only redirects to HTTPS)."})
+    https_port: int = field(default=443, metadata={"help": "nginx HTTPS port."})
+    tls_cert: Path = field(default=Path("/etc/wharf/tls/server.crt"), metadata={"help": "TLS certificate chain (PEM) used by nginx."})
+    tls_key: Path = field(default=Path("/etc/wharf/tls/server.key"), metadata={"help": "TLS private key (PEM) used by nginx."})
+    upstreams: tuple[str, ...] = field(default=(), metadata={"help": "App servers nginx proxies to (host:port); empty means this server's host:port."})
+    cache_path: Path = field(default=Path("/var/cache/wharf/nginx"), metadata={"help": "nginx cache directory."})
+    cache_size: str = field(default="1g", metadata={"help": "Largest size of the nginx cache (nginx size syntax, e.g. 1g)."})
+    log_dir: Path = field(default=Path("/var/log/wharf"), metadata={"help": "Where nginx, supervisord and gunicorn write their logs."})
+    run_dir: Path = field(default=Path("/run/wharf"), metadata={"help": "Where pid files and sockets go."})
+
+    @property
+    def state_path(self) -> Path:
+        return self.state_dir or (self.packages[0] / ".wharf")
+
+    @property
+    def upstream_servers(self) -> tuple[str, ...]:
+        return self.upstreams or (f"{_bracket(self.host)}:{self.port}",)
+
+    def protects(self, action: str) -> bool:
+        return action in self.authenticate
+
+    def worker_count(self) -> int:
+        if self.workers > 0:
+            return self.workers
+        return min(2 * (os.cpu_count() or 1) + 1, 8)
+
+    # --- loading ---------------------------------------------------------------------
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Settings from WHARF_* variables, then ``overrides`` (already typed) on top."""
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            raw = environ.get(env_name(f.name))
+            if raw is not None:
+                values[f.name] = _parse(f, raw)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values).validated()
+
+    @classmethod
+    def parse_value(cls, name: str, raw: str) -> Any:
+        return _parse(_field(name), raw)
+
+    def validated(self) -> Settings:
+        bad = [a for a in self.authenticate if a not in ACTIONS]
+        if bad:
+            raise ValueError(f"unknown action(s) {', '.join(bad)}: use {', '.join(ACTIONS)} or '.'")
+        if not self.packages:
+            raise ValueError("at least one packages directory is needed")
+        if self.hash_algo not in HASH_ALGOS:
+            raise ValueError(f"hash_algo must be one of {', '.join(HASH_ALGOS)}")
+        if self.authenticate and not self.password_file:
+            if "update" not in self.authenticate or len(self.authenticate) > 1:
+                raise ValueError("protecting download or list needs a password file")
+        return self
+
+    def as_env(self) -> dict[str, str]:
+        """The WHARF_* variables that reproduce these settings in another process."""
+        return {env_name(f.name): _format(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+    def as_dict(self) -> dict[str, Any]:
+        """Field values as plain strings, numbers and lists (for templates)."""
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, tuple):
+                value = [str(v) if isinstance(v, Path) else v for v in value]
+            elif isinstance(value, Path):
+                value = str(value)
+            out[f.name] = value
+        out["state_path"] = str(self.state_path)
+        out["upstream_servers"] = list(self.upstream_servers)
+        return out
+
+
+HASH_ALGOS = ("sha256", "md5", "sha1", "sha224", "sha384", "sha512", "blake2b_256", "off")
+
+
+def env_name(name: str) -> str:
+    return ENV_PREFIX + name.upper()
+
+
+def _bracket(host: str) -> str:
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
+def _field(name: str) -> dataclasses.Field:
+    for f in dataclasses.fields(Settings):
+        if f.name == name:
+            return f
+    raise KeyError(name)
+
+
+def _split(raw: str) -> list[str]:
+    # Lists are comma- or whitespace-separated ("update,download" or "a b").
+    return [item for item in raw.replace(",", " ").split() if item]
+
+
+def _parse(f: dataclasses.Field, raw: str) -> Any:
+    kind = f.type
+    try:
+        if kind == "bool":
+            lowered = raw.strip().lower()
+            if lowered in ("1", "true", "yes", "on"):
+                return True
+            if lowered in ("0", "false", "no", "off", ""):
+                return False
+            raise ValueError(raw)
+        if kind == "int":
+            return int(raw)
+        if kind == "float":
+            return float(raw)
+        if kind == "str":
+            return raw
+        if kind == "Path":
+            return Path(raw)
+        if kind == "Path | None":
+            return Path(raw) if raw.strip() else None
+        if kind == "tuple[Path, ...]":
+            return tuple(Path(item) for item in _split(raw))
+        if kind == "tuple[str, ...]":
+            items = _split(raw)
+            if f.name == "authenticate" and items in ([], ["."]):
+                return ()
+            return tuple(items)
+    except ValueError:
+        raise ValueError(f"{env_name(f.name)}: cannot read {raw!r} as {kind}") from None
+    raise TypeError(f"no parser for {f.name}: {kind}")
+
+
+def _format(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return ""
+    if isinstance(value, tuple):
+        return ",".join(str(v) for v in value)
+    return str(value)

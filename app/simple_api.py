@@ -1,0 +1,260 @@
+"""The simple repository API as pip and uv use it: PEP 503, 629, 691, 700, 658/714, 592.
+
+Pages are rendered once per project change and kept in memory with their ETag; URLs in
+them are relative, so one rendering serves every host name and path prefix.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from urllib.parse import quote
+
+import jinja2
+from bottle import Bottle, HTTPError, HTTPResponse, redirect, request, response
+from packaging.utils import canonicalize_name
+
+from .auth import Access
+from .caching import cache_control, etag_of, not_modified
+from .catalog import Catalog, DistFile, Project
+from .proxy import external_url
+from .settings import Settings
+
+API_VERSION = "1.1"
+JSON_V1 = "application/vnd.pypi.simple.v1+json"
+HTML_V1 = "application/vnd.pypi.simple.v1+html"
+TEXT_HTML = "text/html"
+_ALIASES = {
+    "application/vnd.pypi.simple.latest+json": JSON_V1,
+    "application/vnd.pypi.simple.latest+html": HTML_V1,
+}
+_CONTENT_TYPES = {JSON_V1: JSON_V1, HTML_V1: HTML_V1, TEXT_HTML: "text/html; charset=utf-8"}
+# Server preference among equally acceptable types, by how specifically they matched:
+# a client naming our JSON type gets JSON first; "*/*" alone (browsers, curl) gets HTML.
+_PREFERENCE = {3: (JSON_V1, HTML_V1, TEXT_HTML), 2: (TEXT_HTML, HTML_V1, JSON_V1), 1: (TEXT_HTML, HTML_V1, JSON_V1)}
+_NAME = re.compile(r"^([A-Z0-9]|[A-Z0-9][A-Z0-9._-]*[A-Z0-9])$", re.IGNORECASE)
+
+
+class NotAcceptable(HTTPError):
+    def __init__(self, accept: str):
+        super().__init__(406, f"none of the accepted types ({accept[:200]!r}) is served here; "
+                              f"use {JSON_V1}, {HTML_V1} or {TEXT_HTML}")
+
+
+def _parse_accept(header: str) -> list[tuple[str, float]]:
+    ranges = []
+    for part in header.split(","):
+        media, *params = (p.strip() for p in part.split(";"))
+        if not media:
+            continue
+        q = 1.0
+        for param in params:
+            key, _, value = param.partition("=")
+            if key.strip().lower() == "q":
+                try:
+                    q = float(value)
+                except ValueError:
+                    q = 0.0
+                if not 0.0 <= q <= 1.0:
+                    q = 0.0
+        media = media.lower()
+        ranges.append((_ALIASES.get(media, media), q))
+    return ranges
+
+
+def negotiate(accept: str | None) -> str:
+    """Choose the response type for an Accept header (PEP 691); raise 406 if none fits."""
+    if not accept or not accept.strip():
+        return TEXT_HTML
+    best: tuple[float, int, int] | None = None
+    chosen = None
+    ranges = _parse_accept(accept)
+    for offer in (JSON_V1, HTML_V1, TEXT_HTML):
+        kind = offer.split("/")[0]
+        q, specificity = None, 0
+        for media, weight in ranges:
+            level = 3 if media == offer else 2 if media == f"{kind}/*" else 1 if media == "*/*" else 0
+            if level > specificity:
+                q, specificity = weight, level
+        if q is None or q <= 0:
+            continue
+        rank = (q, specificity, -_PREFERENCE[specificity].index(offer))
+        if best is None or rank > best:
+            best, chosen = rank, offer
+    if chosen is None:
+        raise NotAcceptable(accept)
+    return chosen
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    source: object  # the Project (or catalog View) it was rendered from
+    body: bytes
+    etag: str
+
+
+def file_url(f: DistFile) -> str:
+    return "../../packages/" + quote(f.relpath)
+
+
+def upload_time(f: DistFile) -> str:
+    return datetime.fromtimestamp(f.upload_time, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class SimpleAPI:
+    """Renders and caches simple API pages."""
+
+    def __init__(self, settings: Settings, catalog: Catalog, templates: jinja2.Environment):
+        self.settings = settings
+        self.catalog = catalog
+        self.templates = templates
+        self.pages: dict[tuple[str, str], Page] = {}
+        self.fragment_algo = settings.hash_algo if settings.hash_algo != "off" else None
+        self._accept_cache: dict[str, str] = {}
+
+    def media_type(self) -> str:
+        fmt = request.query.get("format")
+        if fmt:
+            fmt = _ALIASES.get(fmt.lower(), fmt.lower())
+            if fmt not in _CONTENT_TYPES:
+                raise NotAcceptable(fmt)
+            return fmt
+        accept = request.environ.get("HTTP_ACCEPT", "")
+        chosen = self._accept_cache.get(accept)
+        if chosen is None:
+            chosen = negotiate(accept)
+            if len(self._accept_cache) < 256:
+                self._accept_cache[accept] = chosen
+        return chosen
+
+    def _cached(self, key: tuple[str, str], source: object, render) -> Page:
+        page = self.pages.get(key)
+        if page is None or page.source is not source:
+            body = render()
+            page = Page(source, body, etag_of(body))
+            if len(self.pages) > 50_000:
+                self.pages.clear()
+            self.pages[key] = page
+        return page
+
+    # --- rendering ---------------------------------------------------------------------
+    def index_page(self, fmt: str) -> Page:
+        view = self.catalog.view
+        names = view.names
+        if fmt == JSON_V1:
+            def render() -> bytes:
+                data = {"meta": {"api-version": API_VERSION}, "projects": [{"name": n} for n in names]}
+                return json.dumps(data, separators=(",", ":")).encode()
+        else:
+            def render() -> bytes:
+                return self.templates.get_template("simple/index.html").render(
+                    api_version=API_VERSION, projects=names).encode()
+        return self._cached(("", fmt), names, render)
+
+    def project_page(self, project: Project, fmt: str) -> Page:
+        if fmt == JSON_V1:
+            return self._cached((project.name, fmt), project, lambda: self._project_json(project))
+        return self._cached((project.name, "html"), project, lambda: self._project_html(project))
+
+    def _fragment(self, f: DistFile) -> str:
+        algo = self.fragment_algo
+        return f"#{algo}={f.hashes[algo]}" if algo and algo in f.hashes else ""
+
+    def _project_html(self, project: Project) -> bytes:
+        links = [
+            {
+                "href": file_url(f) + self._fragment(f),
+                "filename": f.filename,
+                "requires_python": f.requires_python,
+                "metadata": f"sha256={f.metadata_sha256}" if f.metadata_sha256 else None,
+                "yanked": f.yanked,
+            }
+            for f in project.files
+        ]
+        return self.templates.get_template("simple/project.html").render(
+            api_version=API_VERSION, name=project.name, links=links).encode()
+
+    def _project_json(self, project: Project) -> bytes:
+        files = []
+        for f in project.files:
+            meta = {"sha256": f.metadata_sha256} if f.metadata_sha256 else False
+            files.append({
+                "filename": f.filename,
+                "url": file_url(f),
+                "hashes": dict(f.hashes),
+                "requires-python": f.requires_python,
+                "size": f.size,
+                "upload-time": upload_time(f),
+                "yanked": f.yanked if f.yanked else (f.yanked is not None),
+                "core-metadata": meta,
+                "dist-info-metadata": meta,
+            })
+        data = {
+            "meta": {"api-version": API_VERSION},
+            "name": project.name,
+            "versions": list(project.versions),
+            "files": files,
+        }
+        return json.dumps(data, separators=(",", ":")).encode()
+
+
+def _respond(page: Page, fmt: str, max_age: int, private: bool) -> bytes:
+    headers = {
+        "Content-Type": _CONTENT_TYPES[fmt],
+        "Vary": "Accept, Authorization" if private else "Accept",
+        "ETag": page.etag,
+        "Cache-Control": cache_control(max_age, private=private),
+    }
+    if not_modified(page.etag):
+        raise HTTPResponse(status=304, headers=headers)
+    for key, value in headers.items():
+        response.set_header(key, value)
+    return page.body
+
+
+def _redirect(path: str) -> None:
+    query = request.environ.get("QUERY_STRING")
+    redirect(external_url(request.environ, path) + (f"?{query}" if query else ""), 301)
+
+
+def register(app: Bottle, settings: Settings, catalog: Catalog, access: Access,
+             templates: jinja2.Environment) -> SimpleAPI:
+    api = SimpleAPI(settings, catalog, templates)
+    private = access.protects("list")
+    max_age = settings.index_max_age
+
+    @app.get("/simple")
+    def simple_root_redirect():
+        _redirect("/simple/")
+
+    @app.get("/simple/")
+    def simple_index():
+        access.require("list")
+        fmt = api.media_type()
+        return _respond(api.index_page(fmt), fmt, max_age, private)
+
+    @app.get("/simple/<name>")
+    def simple_project_redirect(name: str):
+        if not _NAME.match(name):
+            raise HTTPError(404, f"not a valid project name: {name[:100]!r}")
+        _redirect(f"/simple/{canonicalize_name(name)}/")
+
+    @app.get("/simple/<name>/")
+    def simple_project(name: str):
+        access.require("list")
+        if not _NAME.match(name):
+            raise HTTPError(404, f"not a valid project name: {name[:100]!r}")
+        normalized = canonicalize_name(name)
+        if normalized != name:
+            _redirect(f"/simple/{normalized}/")
+        fmt = api.media_type()
+        project = catalog.project(name)
+        if project is None:
+            if settings.fallback_url:
+                redirect(settings.fallback_url.rstrip("/") + f"/{name}/", 302)
+            raise HTTPError(404, f"no project named {name!r} here")
+        return _respond(api.project_page(project, fmt), fmt, max_age, private)
+
+    return api
