@@ -453,6 +453,13 @@ class _Scanner:
         self.dirs.clear()
         for index in range(len(roots)):
             self._reconcile(conn, index, "", full=True)
+        # Files still being written when we looked: wait for them (briefly) so that a
+        # server answers its first request with everything that was on disk.
+        deadline = time.monotonic() + 5
+        while self.pending and time.monotonic() < deadline:
+            time.sleep(SETTLE_SECONDS)
+            for root, reldir in list(self.pending):
+                self._reconcile(conn, root, reldir, full=False)
         with _transaction(conn):
             placeholders = ",".join("?" * len(roots))
             gone = conn.execute(f"SELECT DISTINCT project FROM files WHERE root NOT IN ({placeholders})", roots).fetchall()
