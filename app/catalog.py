@@ -148,24 +148,28 @@ class Catalog:
         self._scanner: _Scanner | None = None
 
     # --- life cycle --------------------------------------------------------------------
-    def open(self, wait: bool = True) -> Catalog:
-        """Load the catalog, indexing first if no process has ever done so."""
+    def open(self, sweep: bool = True) -> Catalog:
+        """Load the catalog; index first if ``sweep`` or if no process ever indexed these roots.
+
+        Without ``sweep`` a catalog indexed before is loaded as it is, and the watcher
+        catches up in the background (a restart with 100,000 files answers at once).
+        """
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self._db()
-        if self._try_lead():
+        if sweep:
+            self._lead(blocking=True)
             self._scanner.sweep()
-        elif wait:
-            while not self._complete() and not self._stop.is_set():
-                if self._try_lead():
-                    self._scanner.sweep()
-                    break
-                time.sleep(0.1)
+        while not self._complete() and not self._stop.is_set():
+            if self._try_lead():
+                self._scanner.sweep()
+                break
+            time.sleep(0.1)
         self.reload()
         return self
 
     def start(self) -> Catalog:
         """Open and keep watching the directories in a background thread."""
-        self.open()
+        self.open(sweep=False)
         self._thread = threading.Thread(target=self._watch, name="wharf-catalog", daemon=True)
         self._thread.start()
         return self
@@ -180,18 +184,22 @@ class Catalog:
             conn.close()
             self._local.conn = None
 
-    def refresh(self) -> View:
-        """Index now, in this thread (waiting for the lock), and load the result."""
+    def refresh(self) -> tuple[int, int]:
+        """Index now, in this thread (waiting for the lock); (projects, files) indexed."""
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self._db()
         self._lead(blocking=True)
         self._scanner.sweep()
-        self.reload()
-        return self.view
+        placeholders = ",".join("?" * len(self._roots))
+        return tuple(self._db().execute(
+            f"SELECT count(DISTINCT project), count(*) FROM files WHERE root IN ({placeholders})", self._roots,
+        ).fetchone())
 
     def _watch(self) -> None:
         interval = max(self.settings.scan_interval, 0.05)
-        while not self._stop.wait(interval):
+        first = True
+        while first or not self._stop.wait(interval):
+            first = False
             try:
                 if self._scanner is None and self._try_lead():
                     self._scanner.sweep()

@@ -66,8 +66,7 @@ def index_now(settings: Settings) -> tuple[int, int]:
     """Bring the catalog up to date in this process; (projects, files)."""
     catalog = Catalog(settings, LocalStorage(settings.packages))
     try:
-        view = catalog.refresh()
-        return len(view.projects), view.file_count
+        return catalog.refresh()
     finally:
         catalog.close()
 
