@@ -11,7 +11,7 @@ from pathlib import Path
 import bottle
 import jinja2
 
-from . import files, health, simple_api, web
+from . import auth_request, files, health, simple_api, upload, upstream, web
 from .auth import Access
 from .catalog import Catalog
 from .proxy import ProxyHeaders
@@ -56,11 +56,17 @@ def create_app(settings: Settings, *, watch: bool = True) -> bottle.Bottle:
     app.config["wharf.settings"] = settings
     app.config["wharf.catalog"] = catalog
     app.default_error_handler = _plain_error
+    # A change another worker made (upload, removal, yank) shows on the very next request.
+    app.add_hook("before_request", catalog.catch_up)
 
-    simple_api.register(app, settings, catalog, access, env)
+    pull_through = upstream.register(app, settings, catalog, access, env)  # None unless upstream_url
+    app.config["wharf.upstream"] = pull_through  # web pages: pull_through.status()
+    simple_api.register(app, settings, catalog, access, env, upstream=pull_through)
     files.register(app, settings, catalog, access, env)
-    health.register(app, settings, catalog)
+    health.register(app, settings, catalog, upstream=pull_through)
     web.register(app, settings, catalog, access, env)
+    upload.register(app, settings, catalog, access, env)
+    auth_request.register(app, settings, access)  # nginx asks before serving protected cache entries
 
     app.wsgi = ProxyHeaders(app.wsgi, settings.trusted_proxies, settings.server_base_url)
     return app

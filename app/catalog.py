@@ -107,7 +107,13 @@ class Project:
                 v = versions_cache[version] = Version(version)
             return v
 
-        ordered = tuple(sorted(files, key=lambda f: (parsed(f.version), f.filename)))
+        # The same path under two roots is one URL, served from the earlier root: list only that
+        # one, or clients would see a second hash for bytes they can never download.
+        served: dict[str, DistFile] = {}
+        for f in files:
+            if f.relpath not in served or f.root < served[f.relpath].root:
+                served[f.relpath] = f
+        ordered = tuple(sorted(served.values(), key=lambda f: (parsed(f.version), f.filename, f.relpath)))
         versions = tuple(dict.fromkeys(f.version for f in ordered))
         live = [f for f in ordered if f.yanked is None]
         final = [f for f in live if not parsed(f.version).is_prerelease]
@@ -275,6 +281,18 @@ class Catalog:
             projects = {name: Project.build(name, files, self._versions) for name, files in grouped.items()}
             self._seq = seq
             self.view = _make_view(projects, self.view.serial + 1)
+
+    def catch_up(self) -> None:
+        """Apply other processes' changes now (one indexed query when there are none).
+
+        Called before each request, so an upload or yank answered by one worker is seen by
+        the next request whichever worker takes it; skipped if this process is syncing.
+        """
+        if self._sync_lock.acquire(blocking=False):
+            try:
+                self.sync()
+            finally:
+                self._sync_lock.release()
 
     def sync(self) -> bool:
         """Apply journal entries newer than ours; True if anything changed."""
@@ -472,6 +490,14 @@ class _Scanner:
             placeholders = ",".join("?" * len(roots))
             gone = conn.execute(f"SELECT DISTINCT project FROM files WHERE root NOT IN ({placeholders})", roots).fetchall()
             conn.execute(f"DELETE FROM files WHERE root NOT IN ({placeholders})", roots)
+            # Directories removed while no one was watching: the walk no longer reaches them.
+            for index, rootname in enumerate(roots):
+                visited = {reldir for (r, reldir) in self.dirs if r == index}
+                for (reldir,) in conn.execute("SELECT DISTINCT dir FROM files WHERE root = ?", (rootname,)).fetchall():
+                    if reldir not in visited:
+                        where = "WHERE root = ? AND dir = ?"
+                        gone += conn.execute(f"SELECT DISTINCT project FROM files {where}", (rootname, reldir)).fetchall()
+                        conn.execute(f"DELETE FROM files {where}", (rootname, reldir))
             conn.executemany("INSERT INTO changes(project) VALUES (?)", gone)
             conn.execute("DELETE FROM changes WHERE seq < (SELECT max(seq) FROM changes) - ?", (JOURNAL_KEEP,))
             conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('complete', ?)", (json.dumps(roots),))
@@ -523,8 +549,10 @@ class _Scanner:
                 relpath = f"{reldir}/{name}" if reldir else name
                 seen.add(relpath)
                 old = known.get(relpath)
-                if old is not None and not full:
-                    continue  # quick pass: a known name is taken as unchanged
+                if old is not None and not full and old[0].inode == entry.inode():
+                    # Quick pass: a known name on the same inode is taken as unchanged (the inode
+                    # comes with the listing, no stat); a file renamed over it (rsync, mv) is not.
+                    continue
                 try:
                     st = entry.stat()
                 except OSError:

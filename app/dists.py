@@ -137,7 +137,7 @@ def _wheel_metadata(path: Path, dist: DistName) -> bytes:
             candidates = [
                 info
                 for info in candidates
-                if canonicalize_name(info.filename.split("/")[0].rsplit("-", 1)[0]) == want
+                if canonicalize_name(info.filename.split("/")[0].removesuffix(".dist-info").rsplit("-", 1)[0]) == want
             ]
         if len(candidates) != 1:
             raise InvalidDistribution(f"{path.name}: no single .dist-info/METADATA in the wheel")
@@ -172,9 +172,12 @@ def _tar_pkg_info(path: Path) -> bytes | None:
     return None
 
 
-def check_archive(path: Path, dist: DistName) -> None:
-    """Raise InvalidDistribution unless the file is a readable archive of its kind."""
-    lower = path.name.lower()
+def check_archive(path: Path, dist: DistName, filename: str | None = None) -> None:
+    """Raise InvalidDistribution unless the file is a readable archive of its kind.
+
+    ``filename`` is the name the file will have, when ``path`` is a temporary name.
+    """
+    lower = (filename or path.name).lower()
     try:
         if dist.packagetype == "bdist_wheel" or lower.endswith((".zip", ".egg")):
             with zipfile.ZipFile(path) as archive:

@@ -11,7 +11,7 @@ from .catalog import Catalog
 from .settings import Settings
 
 
-def register(app: Bottle, settings: Settings, catalog: Catalog) -> None:
+def register(app: Bottle, settings: Settings, catalog: Catalog, upstream=None) -> None:
     @app.route(settings.health_endpoint, method=["GET", "HEAD"])
     def health():
         problems = catalog.storage.readable()
@@ -23,6 +23,8 @@ def register(app: Bottle, settings: Settings, catalog: Catalog) -> None:
             "files": view.file_count,
             "time": time.time(),
         }
+        if upstream is not None:  # the pull-through cache (app/upstream.py); its state never fails health
+            body["upstream"] = upstream.status()
         response.status = 503 if problems else 200
         response.set_header("Content-Type", "application/json")
         response.set_header("Cache-Control", "no-store")

@@ -47,6 +47,15 @@ class Settings:
     server_base_url: str = field(default="", metadata={"help": "Fixed external base URL (e.g. https://pypi.example.com/prefix); overrides headers."})
     welcome_file: Path | None = field(default=None, metadata={"help": "An HTML file shown as the home page instead of the built-in one."})
 
+    # --- upstream index: pull-through cache and `wharf mirror` ---------------------------
+    upstream_url: str = field(default="", metadata={"help": "Upstream simple index (e.g. https://pypi.org/simple/; user:password@ in the URL if it needs them). Set, it turns on the pull-through cache for projects not hosted here, and is `wharf mirror`'s default --index-url. Off by default."})
+    upstream_cert: Path | None = field(default=None, metadata={"help": "CA bundle (PEM) that verifies the upstream's TLS certificate instead of the system's."})
+    upstream_allow: tuple[str, ...] = field(default=(), metadata={"help": "Upstream projects that may be cached: fnmatch patterns on normalized names (e.g. \"requests,django-*\"); empty means all."})
+    upstream_deny: tuple[str, ...] = field(default=(), metadata={"help": "Upstream projects that are never cached: fnmatch patterns on normalized names; wins over upstream_allow."})
+    upstream_timeout: float = field(default=15.0, metadata={"help": "Seconds to wait for the upstream to connect or send data."})
+    upstream_max_age: int = field(default=600, metadata={"help": "Seconds an upstream project listing is reused before asking upstream again."})
+    upstream_cache_dir: Path | None = field(default=None, metadata={"help": "Where pulled-through files and listings are kept; empty means \"<state dir>/upstream\"."})
+
     # --- access and publishing -------------------------------------------------------
     password_file: str = field(default="", metadata={"help": "htpasswd file with the users; \".\" or empty means no users."})
     authenticate: tuple[str, ...] = field(default=("update",), metadata={"help": "Actions that need a user: any of update, download, list; \".\" means none."})
@@ -67,17 +76,31 @@ class Settings:
     listen: tuple[str, ...] = field(default=("*",), metadata={"help": "Addresses nginx listens on (\"*\" or an IP address)."})
     http_port: int = field(default=80, metadata={"help": "nginx plain-HTTP port (it only redirects to HTTPS)."})
     https_port: int = field(default=443, metadata={"help": "nginx HTTPS port."})
+    public_https_port: int = field(default=0, metadata={"help": "The HTTPS port clients connect to, when a port mapping (a container's published port, a load balancer) puts it elsewhere than https_port; 0 means https_port. The HTTP redirect and the app's absolute URLs use it."})
     tls_cert: Path = field(default=Path("/etc/wharf/tls/server.crt"), metadata={"help": "TLS certificate chain (PEM) used by nginx."})
     tls_key: Path = field(default=Path("/etc/wharf/tls/server.key"), metadata={"help": "TLS private key (PEM) used by nginx."})
     upstreams: tuple[str, ...] = field(default=(), metadata={"help": "App servers nginx proxies to (host:port); empty means this server's host:port."})
     cache_path: Path = field(default=Path("/var/cache/wharf/nginx"), metadata={"help": "nginx cache directory."})
     cache_size: str = field(default="1g", metadata={"help": "Largest size of the nginx cache (nginx size syntax, e.g. 1g)."})
     log_dir: Path = field(default=Path("/var/log/wharf"), metadata={"help": "Where nginx, supervisord and gunicorn write their logs."})
+    log_stdout: bool = field(default=False, metadata={"help": "Send the logs of nginx, gunicorn and supervisord to supervisord's standard output instead of files in log_dir (containers: `docker logs`)."})
     run_dir: Path = field(default=Path("/run/wharf"), metadata={"help": "Where pid files and sockets go."})
+    config_dir: Path = field(default=Path("/etc/wharf"), metadata={"help": "Where rendered deploy configs are installed (nginx/, supervisor/, gunicorn.conf.py); the configs refer to each other there."})
+    python: str = field(default="python3", metadata={"help": "Python interpreter with Wharf installed; supervisord runs gunicorn with it."})
+    nginx_path: str = field(default="/usr/sbin/nginx", metadata={"help": "The nginx binary, when supervisord runs nginx too."})
+    run_user: str = field(default="", metadata={"help": "System user supervisord runs gunicorn as; empty means supervisord's own user."})
+    supervise_nginx: bool = field(default=False, metadata={"help": "Run nginx under supervisord as well (containers, wharf stack); off when nginx is a system service."})
+    ocsp_stapling: bool = field(default=True, metadata={"help": "Staple OCSP responses (nginx ignores it, with a warning, for certificates without an OCSP URL)."})
+    tls_chain: Path | None = field(default=None, metadata={"help": "Issuer and root certificates (PEM) that verify stapled OCSP responses; empty means none."})
+    resolver: str = field(default="", metadata={"help": "DNS servers nginx uses to reach the OCSP responder (space-separated); empty means none."})
 
     @property
     def state_path(self) -> Path:
         return self.state_dir or (self.packages[0] / ".wharf")
+
+    @property
+    def upstream_cache_path(self) -> Path:
+        return self.upstream_cache_dir or (self.state_path / "upstream")
 
     @property
     def upstream_servers(self) -> tuple[str, ...]:
@@ -114,6 +137,8 @@ class Settings:
             raise ValueError(f"unknown action(s) {', '.join(bad)}: use {', '.join(ACTIONS)} or '.'")
         if not self.packages:
             raise ValueError("at least one packages directory is needed")
+        if self.upstream_url and not self.upstream_url.startswith(("http://", "https://")):
+            raise ValueError("upstream_url must be an http:// or https:// URL")
         if self.hash_algo not in HASH_ALGOS:
             raise ValueError(f"hash_algo must be one of {', '.join(HASH_ALGOS)}")
         if self.authenticate and not self.password_file:

@@ -117,7 +117,9 @@ class SimpleAPI:
     def media_type(self) -> str:
         fmt = request.query.get("format")
         if fmt:
-            fmt = _ALIASES.get(fmt.lower(), fmt.lower())
+            # A "+" typed into a URL (as PEP 691's examples show) arrives decoded as a space.
+            fmt = fmt.strip().replace(" ", "+").lower()
+            fmt = _ALIASES.get(fmt, fmt)
             if fmt not in _CONTENT_TYPES:
                 raise NotAcceptable(fmt)
             return fmt
@@ -220,7 +222,8 @@ def _redirect(path: str) -> None:
 
 
 def register(app: Bottle, settings: Settings, catalog: Catalog, access: Access,
-             templates: jinja2.Environment) -> SimpleAPI:
+             templates: jinja2.Environment, upstream=None) -> SimpleAPI:
+    """The simple API routes; ``upstream`` is the pull-through cache (app/upstream.py), if on."""
     api = SimpleAPI(settings, catalog, templates)
     private = access.protects("list")
     max_age = settings.index_max_age
@@ -252,6 +255,10 @@ def register(app: Bottle, settings: Settings, catalog: Catalog, access: Access,
         fmt = api.media_type()
         project = catalog.project(name)
         if project is None:
+            # Pull-through cache: only names no local project has reach it (no dependency confusion).
+            page = upstream.project_page(name, fmt) if upstream is not None else None
+            if page is not None:
+                return _respond(page, fmt, max_age, private)
             if settings.fallback_url:
                 redirect(settings.fallback_url.rstrip("/") + f"/{name}/", 302)
             raise HTTPError(404, f"no project named {name!r} here")

@@ -12,6 +12,7 @@ import contextlib
 import hashlib
 import os
 import secrets
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -134,6 +135,19 @@ class LocalStorage:
             tmp.unlink()
         _fsync_dir(self.roots[0])
         return filename
+
+    def remove_stale_temporaries(self, older_than: float) -> int:
+        """Delete temporary upload files left by a killed process; returns how many."""
+        count = 0
+        cutoff = time.time() - older_than
+        with contextlib.suppress(OSError), os.scandir(self.roots[0]) as entries:
+            for entry in entries:
+                if entry.name.startswith(".upload-") and entry.name.endswith(".part"):
+                    with contextlib.suppress(OSError):
+                        if entry.stat(follow_symlinks=False).st_mtime < cutoff:
+                            os.unlink(entry.path)
+                            count += 1
+        return count
 
     def delete(self, root: int, relpath: str) -> bool:
         try:

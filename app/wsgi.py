@@ -1,6 +1,10 @@
 """Gunicorn's target: ``gunicorn app.wsgi:application``, configured by WHARF_* variables."""
 
 from . import create_app
+from .server import configure_logging
 from .settings import Settings
 
-application = create_app(Settings.from_env())
+settings = Settings.from_env()
+# Under plain gunicorn (supervisord, containers) nothing else sets up the app's log.
+configure_logging(settings)
+application = create_app(settings)

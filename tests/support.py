@@ -233,3 +233,37 @@ def build_project(src: Path, out: Path, name: str, version: str, *, requires: tu
     subprocess.run([sys.executable, "-m", "build", "--no-isolation", "--skip-dependency-check", "--outdir", str(out), str(src)],
                    check=True, capture_output=True)
     return sorted(set(out.iterdir()) - before)
+
+
+# --- the app without a server -----------------------------------------------------------
+def call_wsgi(app, path: str, method: str = "GET", headers: dict[str, str] | None = None, *,
+              query: str = "", remote_addr: str = "127.0.0.1", body: bytes = b"",
+              host: str = "testserver") -> tuple[int, dict[str, str], bytes]:
+    """One request straight into a WSGI app: (status, headers with lower-case names, body).
+
+    ``path`` is PATH_INFO as a server hands it over (already percent-decoded, bytes as
+    latin-1 characters), so tests can send what a URL parser would never produce.
+    """
+    environ = {
+        "REQUEST_METHOD": method, "SCRIPT_NAME": "", "PATH_INFO": path, "QUERY_STRING": query,
+        "SERVER_NAME": host, "SERVER_PORT": "80", "SERVER_PROTOCOL": "HTTP/1.1", "HTTP_HOST": host,
+        "REMOTE_ADDR": remote_addr, "wsgi.version": (1, 0), "wsgi.url_scheme": "http",
+        "wsgi.input": io.BytesIO(body), "wsgi.errors": io.StringIO(), "wsgi.multithread": False,
+        "wsgi.multiprocess": False, "wsgi.run_once": False, "CONTENT_LENGTH": str(len(body)),
+    }
+    for name, value in (headers or {}).items():
+        key = name.upper().replace("-", "_")
+        environ[key if key in ("CONTENT_TYPE", "CONTENT_LENGTH") else "HTTP_" + key] = value
+    seen: dict = {}
+
+    def start_response(status: str, response_headers: list, exc_info=None):
+        seen["status"] = int(status.split()[0])
+        seen["headers"] = {k.lower(): v for k, v in response_headers}
+
+    result = app(environ, start_response)
+    try:
+        data = b"".join(result)
+    finally:
+        if hasattr(result, "close"):
+            result.close()
+    return seen["status"], seen["headers"], data

@@ -1,0 +1,546 @@
+"""``wharf mirror``: copy what you depend on from an upstream index into the packages directory.
+
+How a run goes:
+1. pip resolves, once per target (Python version x platform): ``pip install --dry-run
+   --report`` gives the exact files pip would install there, dependencies included, and
+   reads only PEP 658 metadata where the index has it, so resolving downloads (almost)
+   nothing. pip runs ``--isolated`` with only ``--index-url``: no pip.conf, PIP_* variable
+   or extra index can make it resolve from anywhere else;
+2. for each chosen project version, its sdist is added too (``--no-sdist`` skips them);
+3. each file not already in the packages directories is downloaded from the URL the
+   upstream's own listing (PEP 691 JSON, HTML fallback) gives, checked against that
+   listing's hash, written to a hidden temporary file and only then linked into place.
+
+A re-run asks pip and the listings again but downloads nothing that is there already.
+A lock file (PEP 751 ``pylock.toml``) names exact files: those are mirrored as listed,
+checked against the lock's hashes as well as the listing's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import tomllib
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TextIO
+from urllib.parse import unquote, urlsplit
+
+from packaging.markers import default_environment
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.utils import canonicalize_name
+from packaging.version import InvalidVersion, Version
+
+from .dists import InvalidDistribution, parse_filename
+from .settings import Settings
+from .storage import LocalStorage
+from .upstream import HashMismatch, Listing, UpstreamError, UpstreamFile, UpstreamIndex
+
+# Environment variables that would override pip's --cert (requests reads them first).
+_CA_OVERRIDES = ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")
+
+
+class MirrorError(Exception):
+    """A mirror run that cannot go on (pip could not resolve, a lock file is unreadable)."""
+
+
+@dataclass(frozen=True)
+class Target:
+    """One environment to mirror for; empty fields mean "like the Python running pip"."""
+
+    python_version: str | None = None
+    platforms: tuple[str, ...] = ()
+    implementation: str | None = None
+    abis: tuple[str, ...] = ()
+
+    @property
+    def restricted(self) -> bool:
+        return bool(self.python_version or self.platforms or self.implementation or self.abis)
+
+    def pip_args(self) -> list[str]:
+        args: list[str] = []
+        if self.python_version:
+            args += ["--python-version", self.python_version]
+        for platform in self.platforms:
+            args += ["--platform", platform]
+        if self.implementation:
+            args += ["--implementation", self.implementation]
+        for abi in self.abis:
+            args += ["--abi", abi]
+        if self.restricted:
+            # pip's rule: for another interpreter or platform it can only judge wheels.
+            args.append("--only-binary=:all:")
+        return args
+
+    def __str__(self) -> str:
+        parts = [f"Python {self.python_version}" if self.python_version else "this Python"]
+        if self.platforms:
+            parts.append("/".join(self.platforms))
+        if self.implementation:
+            parts.append(self.implementation)
+        if self.abis:
+            parts.append("/".join(self.abis))
+        return " ".join(parts)
+
+
+def targets(python_versions: Iterable[str], platforms: Iterable[str], implementation: str | None = None,
+            abis: Iterable[str] = ()) -> list[Target]:
+    """Every (Python version x platform) pair; "a,b" in one --platform is one target with both tags."""
+    versions = list(dict.fromkeys(python_versions)) or [None]
+    platform_sets = [tuple(p for p in value.replace(" ", ",").split(",") if p) for value in platforms]
+    platform_sets = list(dict.fromkeys(platform_sets)) or [()]
+    return [Target(v, p, implementation, tuple(abis)) for v, p in itertools.product(versions, platform_sets)]
+
+
+@dataclass(frozen=True)
+class Wanted:
+    """A file to mirror: by filename, with hashes it must also match (from a lock file)."""
+
+    project: str  # normalized
+    version: str
+    filename: str
+    hashes: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Result:
+    added: list[tuple[str, int]] = field(default_factory=list)
+    present: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+
+# --- resolving ------------------------------------------------------------------------------
+def _filename_of(url: str) -> str:
+    return unquote(urlsplit(url).path.rsplit("/", 1)[-1])
+
+
+def pip_command(index_url: str, cert: Path | None, timeout: float, target: Target, requirements: list[str],
+                requirement_files: list[Path], workdir: Path) -> list[str]:
+    cmd = [sys.executable, "-m", "pip", "--isolated", "install", "--dry-run", "--ignore-installed",
+           "--quiet", "--no-input", "--disable-pip-version-check",
+           # --target: also exempts the dry run from "externally managed" interpreters.
+           "--target", str(workdir / "target"), "--report", str(workdir / "report.json"),
+           "--index-url", index_url, "--timeout", str(timeout)]
+    if cert:
+        cmd += ["--cert", str(cert)]
+    cmd += target.pip_args()
+    for path in requirement_files:
+        cmd += ["-r", str(path)]
+    return cmd + list(requirements)
+
+
+def _run_pip(index_url: str, cert: Path | None, timeout: float, target: Target, requirements: list[str],
+             requirement_files: list[Path]) -> list[dict]:
+    """The ``install`` items of pip's dry-run report for ``target``."""
+    env = dict(os.environ)
+    if cert:
+        for name in _CA_OVERRIDES:
+            env.pop(name, None)
+    with tempfile.TemporaryDirectory(prefix="wharf-mirror-") as tmp:
+        workdir = Path(tmp)
+        cmd = pip_command(index_url, cert, timeout, target, requirements, requirement_files, workdir)
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True)
+        if done.returncode != 0:
+            detail = "\n".join((done.stderr or done.stdout).strip().splitlines()[-15:])
+            raise MirrorError(f"pip could not resolve for {target}:\n{detail}")
+        report = json.loads((workdir / "report.json").read_text(encoding="utf-8"))
+    return list(report.get("install", []))
+
+
+# Platform tag prefixes and the marker values they imply (PEP 508 environment markers).
+_PLATFORM_MARKERS = (
+    ("win", {"sys_platform": "win32", "platform_system": "Windows", "os_name": "nt"}),
+    ("macosx", {"sys_platform": "darwin", "platform_system": "Darwin", "os_name": "posix"}),
+    ("manylinux", {"sys_platform": "linux", "platform_system": "Linux", "os_name": "posix"}),
+    ("musllinux", {"sys_platform": "linux", "platform_system": "Linux", "os_name": "posix"}),
+    ("linux", {"sys_platform": "linux", "platform_system": "Linux", "os_name": "posix"}),
+)
+_WINDOWS_MACHINES = {"win32": "x86", "win_amd64": "AMD64", "win_arm64": "ARM64"}
+_ARCHES = ("x86_64", "aarch64", "arm64", "i686", "ppc64le", "s390x", "armv7l")
+_IMPLEMENTATIONS = {"cp": "cpython", "pp": "pypy", "jy": "jython", "ip": "ironpython", "gp": "graalpy"}
+
+
+def target_environment(target: Target) -> dict[str, str]:
+    """PEP 508 marker values for ``target``: this Python's, overridden by what the target says."""
+    env = dict(default_environment())
+    if target.python_version:
+        raw = target.python_version
+        parts = raw.split(".") if "." in raw else [raw[0], raw[1:]] if len(raw) > 1 else [raw]
+        env["python_version"] = ".".join(parts[:2])
+        env["python_full_version"] = ".".join(parts + ["0"] * (3 - len(parts)))
+    if target.implementation:
+        name = _IMPLEMENTATIONS.get(target.implementation, target.implementation)
+        env["implementation_name"] = name
+        env["platform_python_implementation"] = {"cpython": "CPython", "pypy": "PyPy"}.get(name, name)
+    if target.platforms:
+        tag = target.platforms[0]
+        for prefix, values in _PLATFORM_MARKERS:
+            if tag.startswith(prefix):
+                env.update(values)
+                break
+        if tag.startswith("win"):
+            machine = _WINDOWS_MACHINES.get(tag)
+        else:  # manylinux_2_17_x86_64, manylinux2014_aarch64, macosx_11_0_arm64: the machine is last
+            machine = next((arch for arch in _ARCHES if tag.endswith("_" + arch)), None)
+        if machine:
+            env["platform_machine"] = machine
+    return env
+
+
+def missing_requirements(items: list[dict], env: dict[str, str]) -> list[str]:
+    """Dependencies that apply in ``env`` but that pip's resolution left out.
+
+    pip judges dependency markers (``; python_version < "3.12"``) by the Python running it,
+    not by --python-version, so a resolution for another target can miss some.
+    """
+    resolved = {canonicalize_name(i["metadata"]["name"]): i for i in items}
+    extras: dict[str, set[str]] = {name: set(i.get("requested_extras") or ()) for name, i in resolved.items()}
+    missing: dict[str, str] = {}
+    changed = True
+    while changed:  # extras asked for by one dependency switch on more requirements of another
+        changed = False
+        for name, item in resolved.items():
+            for line in item["metadata"].get("requires_dist") or ():
+                try:
+                    req = Requirement(line)
+                except InvalidRequirement:
+                    continue
+                applies = req.marker is None or any(
+                    req.marker.evaluate({**env, "extra": extra}) for extra in {"", *extras[name]})
+                if not applies or req.url:
+                    continue
+                dep = canonicalize_name(req.name)
+                if dep in resolved:
+                    if not req.extras <= extras[dep]:
+                        extras[dep] |= req.extras
+                        changed = True
+                    continue
+                spec = req.name + (f"[{','.join(sorted(req.extras))}]" if req.extras else "") + str(req.specifier)
+                missing.setdefault(dep, spec)
+    return sorted(missing.values())
+
+
+def _for_target(requirements: list[str], env: dict[str, str]) -> list[str]:
+    # Markers on the command line are judged for the target too, then dropped for pip.
+    kept = []
+    for line in requirements:
+        try:
+            req = Requirement(line)
+        except InvalidRequirement:
+            kept.append(line)  # pip will say what is wrong with it
+            continue
+        if req.marker is None or req.url:
+            kept.append(line)
+        elif req.marker.evaluate(env):
+            req.marker = None
+            kept.append(str(req))
+    return kept
+
+
+def resolve(index_url: str, cert: Path | None, timeout: float, target: Target, requirements: list[str],
+            requirement_files: list[Path], rounds: int = 5) -> list[Wanted]:
+    """The files pip would install for ``target``, dependencies included.
+
+    For a target other than the running Python, dependencies whose markers pip judged by
+    the wrong interpreter are added and pip is asked again (a few rounds at most); files
+    only the running Python would need may come along too, which costs space, not installs.
+    """
+    env = target_environment(target)
+    asked = _for_target(requirements, env) if target.restricted else list(requirements)
+    items = _run_pip(index_url, cert, timeout, target, asked, requirement_files)
+    for _round in range(rounds if target.restricted else 0):
+        extra = [r for r in missing_requirements(items, env) if r not in asked]
+        if not extra:
+            break
+        asked += extra
+        items = _run_pip(index_url, cert, timeout, target, asked, requirement_files)
+    wanted = []
+    for item in items:
+        url = item.get("download_info", {}).get("url", "")
+        meta = item.get("metadata", {})
+        if item.get("is_direct") or not url:
+            raise MirrorError(f"{meta.get('name') or url}: only requirements found on the index can be mirrored")
+        wanted.append(Wanted(canonicalize_name(meta["name"]), meta["version"], _filename_of(url)))
+    return wanted
+
+
+def read_pylock(path: Path) -> list[Wanted]:
+    """The archive files a PEP 751 lock file names (wheels and sdists), with their hashes."""
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise MirrorError(f"cannot read the lock file {path}: {exc}") from None
+    wanted = []
+    for package in data.get("packages", []):
+        name = canonicalize_name(str(package.get("name", "")))
+        version = str(package.get("version", ""))
+        entries = list(package.get("wheels", []))
+        if package.get("sdist"):
+            entries.append(package["sdist"])
+        if not entries:
+            raise MirrorError(f"{path}: {name or 'a package'} is not locked to index files (vcs, directory "
+                              "or archive packages cannot be mirrored)")
+        for entry in entries:
+            filename = entry.get("name") or _filename_of(entry.get("url") or entry.get("path") or "")
+            hashes = {str(k): str(v).lower() for k, v in (entry.get("hashes") or {}).items()}
+            if not filename:
+                raise MirrorError(f"{path}: a file of {name} has neither name nor url")
+            wanted.append(Wanted(name, version, filename, hashes))
+    return wanted
+
+
+def is_pylock(path: Path) -> bool:
+    name = path.name
+    return name == "pylock.toml" or (name.startswith("pylock.") and name.endswith(".toml"))
+
+
+def sdist_of(listing: Listing, version: str) -> UpstreamFile | None:
+    """The sdist of ``version`` in a listing (.tar.gz preferred), if upstream has one."""
+    try:
+        want = Version(version)
+    except InvalidVersion:
+        return None
+    found = []
+    for f in listing.files:
+        try:
+            dist = parse_filename(f.filename)
+        except InvalidDistribution:
+            continue
+        if dist.packagetype == "sdist" and dist.version == want:
+            found.append(f)
+    found.sort(key=lambda f: (not f.filename.endswith(".tar.gz"), f.filename))
+    return found[0] if found else None
+
+
+def existing_files(roots: Iterable[Path]) -> set[str]:
+    """Names of the files already in the packages directories (dot-folders skipped)."""
+    names: set[str] = set()
+    for root in roots:
+        for directory, subdirs, files in os.walk(root):
+            subdirs[:] = [d for d in subdirs if not d.startswith(".")]
+            names.update(f for f in files if not f.startswith("."))
+    return names
+
+
+# --- output ---------------------------------------------------------------------------------
+class Progress:
+    """One self-rewriting status line on a terminal; nothing at all elsewhere (CI logs)."""
+
+    def __init__(self, stream: TextIO, enabled: bool):
+        self.stream = stream
+        self.enabled = enabled
+        self._text = ""
+        self._bytes = 0
+        self._total: int | None = None
+
+    def show(self, text: str, total: int | None = None) -> None:
+        self._text, self._bytes, self._total = text, 0, total
+        self._draw()
+
+    def advance(self, count: int) -> None:
+        self._bytes += count
+        self._draw()
+
+    def _draw(self) -> None:
+        if not self.enabled:
+            return
+        amount = f" {_size(self._bytes)}" if self._bytes else ""
+        if self._bytes and self._total:
+            amount += f"/{_size(self._total)}"
+        self.stream.write("\r\033[K" + self._text + amount)
+        self.stream.flush()
+
+    def clear(self) -> None:
+        if self.enabled:
+            self.stream.write("\r\033[K")
+            self.stream.flush()
+
+
+def _size(count: int) -> str:
+    for unit in ("B", "kB", "MB", "GB"):
+        if count < 1000 or unit == "GB":
+            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
+        count /= 1000
+    return str(count)
+
+
+# --- the run ----------------------------------------------------------------------------------
+def mirror(index: UpstreamIndex, dest: Path, *, index_url: str, cert: Path | None, timeout: float,
+           requirements: list[str], requirement_files: list[Path], target_list: list[Target],
+           sdists: bool = True, known_roots: Iterable[Path] = (), dry_run: bool = False,
+           progress: Progress | None = None, out: TextIO = sys.stdout) -> Result:
+    """Mirror ``requirements`` for every target into ``dest``; see the module docstring."""
+    progress = progress or Progress(sys.stderr, False)
+    result = Result()
+    locks = [p for p in requirement_files if is_pylock(p)]
+    plain_files = [p for p in requirement_files if not is_pylock(p)]
+
+    wanted: dict[str, Wanted] = {}
+    for lock in locks:
+        for w in read_pylock(lock):
+            wanted.setdefault(w.filename, w)
+    if requirements or plain_files:
+        for target in target_list:
+            progress.show(f"resolving for {target}")
+            for w in resolve(index_url, cert, timeout, target, requirements, plain_files):
+                wanted.setdefault(w.filename, w)
+            progress.clear()
+
+    listings: dict[str, Listing | None] = {}
+
+    def listing_of(project: str) -> Listing | None:
+        if project not in listings:
+            progress.show(f"reading the listing of {project}")
+            listings[project] = index.project(project)
+        return listings[project]
+
+    if sdists:
+        for project, version in sorted({(w.project, w.version) for w in list(wanted.values())}):
+            try:
+                listing = listing_of(project)
+            except UpstreamError as exc:
+                result.errors.append(str(exc))
+                continue
+            sdist = sdist_of(listing, version) if listing else None
+            if sdist is not None:
+                wanted.setdefault(sdist.filename, Wanted(project, version, sdist.filename))
+
+    have = existing_files([dest, *known_roots])
+    todo = []
+    for filename in sorted(wanted):
+        if filename in have:
+            result.present.append(filename)
+        else:
+            todo.append(wanted[filename])
+
+    storage = LocalStorage((dest,))
+    for number, w in enumerate(todo, 1):
+        try:
+            listing = listing_of(w.project)
+        except UpstreamError as exc:
+            result.errors.append(str(exc))
+            continue
+        entry = listing.file(w.filename) if listing else None
+        if entry is None:
+            result.errors.append(f"{w.filename}: not in the upstream listing of {w.project}")
+            continue
+        conflict = _lock_conflict(w, entry)
+        if conflict:
+            result.errors.append(conflict)
+            continue
+        if dry_run:
+            result.added.append((w.filename, entry.size or 0))
+            continue
+        progress.show(f"[{number}/{len(todo)}] {w.filename}", entry.size)
+        try:
+            with storage.temporary(w.filename) as (stream, tmp):
+                size = index.download(entry, stream, progress.advance)
+                stream.flush()
+                storage.publish(tmp, w.filename, replace=False)
+        except FileExistsError:
+            result.present.append(w.filename)  # another run put it there meanwhile
+            continue
+        except (HashMismatch, UpstreamError, OSError) as exc:
+            progress.clear()
+            result.errors.append(f"{w.filename}: {exc}")
+            continue
+        progress.clear()
+        result.added.append((w.filename, size))
+        print(f"added {w.filename} ({_size(size)})", file=out, flush=True)
+    progress.clear()
+    return result
+
+
+def _lock_conflict(w: Wanted, entry: UpstreamFile) -> str | None:
+    # A lock's hashes must agree with the listing's: the download is checked against the latter.
+    for algo, digest in w.hashes.items():
+        theirs = entry.hashes.get(algo)
+        if theirs is not None and theirs.lower() != digest:
+            return f"{w.filename}: the lock file's {algo} differs from the upstream listing's"
+    if w.hashes and not any(a in entry.hashes for a in w.hashes):
+        return f"{w.filename}: the upstream listing has none of the lock file's hashes"
+    return None
+
+
+# --- the command --------------------------------------------------------------------------------
+def add_mirror_command(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "mirror", help="copy packages and their dependencies from an upstream index",
+        description="Download REQUIREMENTs and all their dependencies from an upstream index into the "
+                    "packages directory, for each target Python version and platform (wheels, plus each "
+                    "project's sdist), checking every file against the upstream's hashes. Files already "
+                    "there are skipped, so re-running is cheap.")
+    parser.add_argument("requirements", nargs="*", metavar="REQUIREMENT",
+                        help="requirement specifiers, e.g. 'requests>=2.31' or 'django[argon2]'")
+    parser.add_argument("-r", "--requirement", dest="requirement_files", action="append", default=[],
+                        type=Path, metavar="FILE",
+                        help="a requirements file (hashes in it are enforced by pip) or a PEP 751 "
+                             "pylock.toml (its exact files are mirrored); repeatable")
+    parser.add_argument("-i", "--index-url", default=None,
+                        help="the upstream simple index; user:password@ in the URL if needed "
+                             "[default: upstream_url, WHARF_UPSTREAM_URL]")
+    parser.add_argument("--cert", type=Path, default=None,
+                        help="CA bundle (PEM) for the upstream's certificate [default: upstream_cert]")
+    parser.add_argument("--python-version", dest="python_versions", action="append", default=[],
+                        metavar="VERSION", help="a target Python version, as pip takes it (3.12, 311); "
+                                                "repeatable [default: the running Python]")
+    parser.add_argument("--platform", dest="platforms", action="append", default=[], metavar="PLATFORM",
+                        help="a target platform tag (manylinux_2_28_x86_64, win_amd64, ...); repeatable, "
+                             "one target each; 'tag1,tag2' is one target accepting both [default: this one]")
+    parser.add_argument("--implementation", default=None, help="target implementation: cp, pp, py, ...")
+    parser.add_argument("--abi", dest="abis", action="append", default=[], help="target ABI tag; repeatable")
+    parser.add_argument("--no-sdist", dest="sdists", action="store_false", help="mirror wheels only")
+    parser.add_argument("-d", "--dest", type=Path, default=None,
+                        help="where new files go [default: the first packages directory, WHARF_PACKAGES]")
+    parser.add_argument("-n", "--dry-run", action="store_true", help="say what would be added, add nothing")
+    parser.add_argument("-q", "--quiet", action="store_true", help="print only the summary and errors")
+    parser.set_defaults(func=cmd_mirror)
+
+
+def cmd_mirror(args: argparse.Namespace) -> int:
+    settings = Settings.from_env()
+    index_url = args.index_url or settings.upstream_url
+    if not index_url:
+        raise ValueError("no upstream: give --index-url or set WHARF_UPSTREAM_URL")
+    if not args.requirements and not args.requirement_files:
+        raise ValueError("nothing to mirror: give requirements or -r FILE")
+    for path in args.requirement_files:
+        if not path.is_file():
+            raise ValueError(f"no such file: {path}")
+    cert = args.cert or settings.upstream_cert
+    dest = args.dest or settings.packages[0]
+    dest.mkdir(parents=True, exist_ok=True)
+    index = UpstreamIndex(index_url, cert, settings.upstream_timeout)
+    target_list = targets(args.python_versions, args.platforms, args.implementation, args.abis)
+    out = open(os.devnull, "w") if args.quiet else sys.stdout
+    progress = Progress(sys.stderr, sys.stderr.isatty() and not args.quiet)
+    try:
+        result = mirror(index, dest, index_url=index_url, cert=cert, timeout=settings.upstream_timeout,
+                        requirements=args.requirements, requirement_files=args.requirement_files,
+                        target_list=target_list, sdists=args.sdists,
+                        known_roots=[r for r in settings.packages if r.is_dir()], dry_run=args.dry_run,
+                        progress=progress, out=out)
+    except (MirrorError, UpstreamError) as exc:
+        progress.clear()
+        print(f"wharf mirror: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        if out is not sys.stdout:
+            out.close()
+    if args.dry_run:
+        for filename, size in result.added:
+            print(f"would add {filename}" + (f" ({_size(size)})" if size else ""))
+    for error in result.errors:
+        print(f"error: {error}", file=sys.stderr)
+    total = sum(size for _name, size in result.added)
+    verb = "would add" if args.dry_run else "added"
+    print(f"mirror of {index.display_url} into {dest}, for {', '.join(map(str, target_list))}: "
+          f"{verb} {len(result.added)} files ({_size(total)}), {len(result.present)} already there"
+          + (f", {len(result.errors)} failed" if result.errors else ""))
+    return 1 if result.errors else 0

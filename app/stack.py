@@ -1,0 +1,202 @@
+"""The whole stack on one machine without root: local CA, nginx on high ports, supervisord, gunicorn.
+
+``wharf stack DIR`` keeps everything under DIR (certificates in tls/, rendered configs in
+conf/, logs/, run/, cache/, and packages/ unless package directories are given), renders
+the same templates as a server deployment, checks the nginx config, then becomes
+supervisord in the foreground, which runs gunicorn and nginx. Ctrl-C stops all of it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import ipaddress
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+from collections.abc import Collection
+from pathlib import Path
+
+from . import deploy
+from .settings import Settings
+
+# Unprivileged ports; any of them can be set (--https-port ...).
+HTTPS_PORT = 8443
+HTTP_PORT = 8880
+_HOSTNAME = re.compile(r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
+
+
+class StackError(Exception):
+    """Something the user can fix (a port in use, nginx missing, a bad certificate path)."""
+
+
+def stack_settings(settings: Settings, root: Path, explicit: Collection[str] = ()) -> Settings:
+    """``settings`` with everything not set explicitly placed under ``root`` and on high ports."""
+    root = root.resolve()
+    chosen: dict[str, object] = {
+        "https_port": HTTPS_PORT,
+        "http_port": HTTP_PORT,
+        "listen": ("127.0.0.1",),
+        "packages": (root / "packages",),
+        "tls_cert": root / "tls" / "server.crt",
+        "tls_key": root / "tls" / "server.key",
+        "cache_path": root / "cache",
+        "log_dir": root / "logs",
+        "run_dir": root / "run",
+        "config_dir": root / "conf",
+        "python": sys.executable,
+        "nginx_path": shutil.which("nginx") or "/usr/sbin/nginx",
+        # A local CA runs no OCSP responder.
+        "ocsp_stapling": False,
+        # Everything runs as the caller; for root that must be said, or nginx's workers
+        # would run as "nobody" and could not reach the cache under a private directory.
+        "run_user": "root" if os.geteuid() == 0 else "",
+    }
+    changes = {name: value for name, value in chosen.items() if name not in explicit}
+    changes["supervise_nginx"] = True
+    return _absolute(dataclasses.replace(settings, **changes)).validated()
+
+
+def _absolute(settings: Settings) -> Settings:
+    # supervisord's children do not run in the caller's directory.
+    changes: dict[str, object] = {}
+    for f in dataclasses.fields(settings):
+        value = getattr(settings, f.name)
+        if isinstance(value, Path):
+            changes[f.name] = value.resolve()
+        elif isinstance(value, tuple) and value and all(isinstance(v, Path) for v in value):
+            changes[f.name] = tuple(v.resolve() for v in value)
+    if settings.password_file not in ("", "."):
+        changes["password_file"] = str(Path(settings.password_file).resolve())
+    return dataclasses.replace(settings, **changes)
+
+
+def _run(cmd: list[str], cwd: Path) -> None:
+    result = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise StackError(f"{' '.join(cmd[:3])} failed: {result.stderr.strip()}")
+
+
+def subject_alt_names(server_name: str) -> list[str]:
+    names = ["DNS:localhost", "IP:127.0.0.1", "IP:::1"]
+    try:
+        address = ipaddress.ip_address(server_name)
+        names.append(f"IP:{address}")
+    except ValueError:
+        if _HOSTNAME.match(server_name) and server_name != "localhost":
+            names.insert(0, f"DNS:{server_name}")
+    return list(dict.fromkeys(names))
+
+
+def make_local_ca(directory: Path, server_name: str) -> tuple[Path, Path, Path]:
+    """A new CA and a server certificate it signs (``openssl`` CLI); (ca.crt, server.crt, server.key).
+
+    EC P-256 keys and a 365-day leaf with CA:FALSE and serverAuth, which Mozilla's
+    intermediate profile and strict clients (uv's rustls) accept.
+    """
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        raise StackError("openssl is needed to make a local certificate authority (apt-get install openssl)")
+    directory.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=directory, prefix=".new-") as tmp:
+        work = Path(tmp)
+        (work / "ca.cnf").write_text(
+            "[req]\ndistinguished_name = dn\nx509_extensions = ca\nprompt = no\n"
+            "[dn]\nO = Wharf\nCN = Wharf local CA\n"
+            "[ca]\nbasicConstraints = critical, CA:TRUE\nkeyUsage = critical, keyCertSign, cRLSign\n"
+            "subjectKeyIdentifier = hash\n")
+        (work / "server.ext").write_text(
+            "basicConstraints = critical, CA:FALSE\nkeyUsage = critical, digitalSignature\n"
+            "extendedKeyUsage = serverAuth\nsubjectKeyIdentifier = hash\n"
+            "authorityKeyIdentifier = keyid, issuer\n"
+            f"subjectAltName = {', '.join(subject_alt_names(server_name))}\n")
+        ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-sha256"]
+        _run([openssl, "req", "-x509", "-new", *ec, "-days", "3650", "-config", "ca.cnf",
+              "-keyout", "ca.key", "-out", "ca.crt"], work)
+        _run([openssl, "req", "-new", *ec, "-subj", f"/O=Wharf/CN={server_name[:64]}",
+              "-keyout", "server.key", "-out", "server.csr"], work)
+        _run([openssl, "x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+              "-CAcreateserial", "-sha256", "-days", "365", "-extfile", "server.ext", "-out", "server.crt"], work)
+        for name in ("ca.key", "server.key"):
+            os.chmod(work / name, 0o600)
+        # The certificate last: its presence marks a complete set.
+        for name in ("ca.key", "ca.crt", "server.key", "server.crt"):
+            os.replace(work / name, directory / name)
+    return directory / "ca.crt", directory / "server.crt", directory / "server.key"
+
+
+def ensure_certificate(settings: Settings, root: Path) -> Path | None:
+    """The CA file clients should trust, making a local CA when no certificate exists yet."""
+    tls = root.resolve() / "tls"
+    default_pair = (settings.tls_cert == tls / "server.crt" and settings.tls_key == tls / "server.key")
+    if settings.tls_cert.is_file() and settings.tls_key.is_file():
+        return tls / "ca.crt" if default_pair and (tls / "ca.crt").is_file() else None
+    if not default_pair:
+        raise StackError(f"certificate {settings.tls_cert} or key {settings.tls_key} does not exist")
+    ca, _, _ = make_local_ca(tls, settings.server_name)
+    return ca
+
+
+def check_ports(settings: Settings) -> None:
+    """Fail early, and clearly, if a port the stack needs is taken."""
+    wanted = [(a, settings.https_port) for a in settings.listen] + [(a, settings.http_port) for a in settings.listen]
+    if not settings.upstreams:
+        wanted.append((settings.host, settings.port))
+    for address, port in wanted:
+        host = "0.0.0.0" if address == "*" else address.strip("[]")
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind((host, port))
+            except OSError as exc:
+                raise StackError(f"cannot use {host} port {port}: {exc.strerror}") from None
+
+
+def prepare(settings: Settings) -> Path:
+    """Directories and rendered configs; the path of supervisord's config."""
+    if shutil.which(settings.nginx_path) is None:
+        raise StackError(f"nginx not found at {settings.nginx_path} (apt-get install nginx, or --nginx-path)")
+    for directory in (settings.log_dir, settings.run_dir / "nginx", settings.cache_path, *settings.packages):
+        directory.mkdir(parents=True, exist_ok=True)
+    deploy.write(settings, settings.config_dir)
+    nginx_conf = settings.config_dir / "nginx" / "nginx.conf"
+    check = subprocess.run([settings.nginx_path, "-t", "-q", "-c", str(nginx_conf),
+                            "-e", str(settings.log_dir / "nginx-error.log")], capture_output=True, text=True)
+    if check.returncode != 0:
+        raise StackError(f"nginx rejects {nginx_conf}:\n{check.stderr.strip()}")
+    return settings.config_dir / "supervisor" / "supervisord.conf"
+
+
+def describe(settings: Settings, ca: Path | None, supervisord_conf: Path) -> str:
+    host = settings.server_name if settings.server_name not in ("", "_") else "localhost"
+    base = f"https://{host}" + (f":{settings.https_port}" if settings.https_port != 443 else "")
+    cert = f" --cert {ca}" if ca else ""
+    lines = [
+        f"Wharf stack: {base}/simple/  (http://{host}:{settings.http_port}/ redirects there)",
+        f"  packages:  {', '.join(str(p) for p in settings.packages)}",
+        f"  configs:   {settings.config_dir}   logs: {settings.log_dir}",
+    ]
+    if ca:
+        lines += [f"  local CA:  {ca}",
+                  f"  pip install{cert} --index-url {base}/simple/ PACKAGE",
+                  f"  SSL_CERT_FILE={ca} uv pip install --index-url {base}/simple/ PACKAGE",
+                  f"  twine upload{cert} --repository-url {base}/ dist/*"]
+    lines += [f"  status:    {sys.executable} -m supervisor.supervisorctl -c {supervisord_conf} status",
+              "Ctrl-C stops the stack."]
+    return "\n".join(lines)
+
+
+def run(settings: Settings, root: Path) -> None:
+    """Prepare the stack under ``root`` and become supervisord (does not return)."""
+    if importlib.util.find_spec("supervisor") is None:
+        raise StackError("wharf stack needs supervisor: pip install 'wharf[stack]'")
+    ca = ensure_certificate(settings, root)
+    check_ports(settings)
+    conf = prepare(settings)
+    print(describe(settings, ca, conf), file=sys.stderr, flush=True)
+    os.execv(sys.executable, [sys.executable, "-m", "supervisor.supervisord", "-c", str(conf)])

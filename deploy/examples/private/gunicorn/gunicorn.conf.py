@@ -1,0 +1,53 @@
+"""gunicorn's configuration for Wharf: ``gunicorn -c THIS_FILE app.wsgi:application``.
+
+Rendered by Wharf from deploy/gunicorn/gunicorn.conf.py.j2 (edit that, not this file),
+from the same settings as the nginx and supervisord configs beside it.
+"""
+
+import os
+
+# 1. The app's settings are this deployment's WHARF_* variables, read from the env file
+#    rendered with this config. That file is the whole configuration: WHARF_* variables
+#    inherited from whoever started gunicorn are dropped first, so the app cannot drift
+#    from the nginx config rendered from the same settings. A missing file stops gunicorn.
+ENV_FILE = "/etc/wharf/wharf.env"
+
+
+def _read_env(path):
+    values = {}
+    with open(path, encoding="utf-8") as lines:
+        for line in lines:
+            line = line.strip()
+            if line and not line.startswith("#"):
+                name, _, value = line.partition("=")
+                values[name.strip()] = value
+    return values
+
+
+for _name in [name for name in os.environ if name.startswith("WHARF_")]:
+    del os.environ[_name]
+raw_env = [f"{name}={value}" for name, value in _read_env(ENV_FILE).items()]
+
+# 2. Where the app listens (nginx's upstream) and how many workers: 0 in the settings
+#    means 2 x cores + 1, at most 8, counted on the machine that runs gunicorn.
+bind = ["127.0.0.1:8000"]
+workers = 4
+worker_class = "sync"
+
+# 3. A worker may spend this long on one request (slow uploads); on TERM, requests in
+#    flight get graceful_timeout seconds to finish.
+timeout = 300
+graceful_timeout = 10
+
+# 4. Logs: "-" is standard output/error, which supervisord writes to files and rotates.
+accesslog = "-"
+errorlog = "-"
+loglevel = "info"
+
+# 5. Forwarded headers are judged by the app's own trusted_proxies, not by gunicorn.
+secure_scheme_headers = {}
+forwarded_allow_ips = "127.0.0.1"
+proc_name = "wharf"
+# gunicorn >= 27 opens a control socket at one fixed path per user by default, which
+# two indexes on one machine would fight over.
+control_socket_disable = True
