@@ -22,6 +22,7 @@ import json
 import logging
 import os
 import sqlite3
+import sys
 import threading
 import time
 from collections.abc import Iterable
@@ -162,9 +163,8 @@ class Catalog:
         """
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self._db()
-        if sweep:
-            self._lead(blocking=True)
-            self._scanner.sweep()
+        if sweep and self._try_lead():
+            self._scanner.sweep()  # else a running server holds the lock and keeps it current
         while not self._complete() and not self._stop.is_set():
             if self._try_lead():
                 self._scanner.sweep()
@@ -191,11 +191,13 @@ class Catalog:
             self._local.conn = None
 
     def refresh(self) -> tuple[int, int]:
-        """Index now, in this thread (waiting for the lock); (projects, files) indexed."""
+        """Index now in this thread, unless a running server does; (projects, files) indexed."""
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self._db()
-        self._lead(blocking=True)
-        self._scanner.sweep()
+        if self._try_lead():
+            self._scanner.sweep()
+        else:
+            log.info("a running server is keeping the catalog of %s current", ", ".join(self._roots))
         placeholders = ",".join("?" * len(self._roots))
         return tuple(self._db().execute(
             f"SELECT count(DISTINCT project), count(*) FROM files WHERE root IN ({placeholders})", self._roots,
@@ -261,9 +263,18 @@ class Catalog:
             index = self._roots.index(root)
         except ValueError:
             return None
-        return DistFile(index, relpath, filename, project, name, version, packagetype, size,
-                        upload_time, json.loads(hashes), requires_python, metadata_sha256,
-                        summary, yanked)
+        # Every row brings fresh string objects, though most values repeat (a project's
+        # name on each of its files, versions, Requires-Python, summaries, the hash names,
+        # relpath == filename in a flat directory). Sharing one object per value keeps a
+        # worker ~35 MB smaller at 100,000 files (bench/README.md).
+        intern = sys.intern
+        if relpath == filename:
+            filename = relpath
+        digests = {intern(algo): value for algo, value in json.loads(hashes).items()}
+        return DistFile(index, relpath, filename, intern(project), intern(name), intern(version),
+                        intern(packagetype), size, upload_time, digests,
+                        intern(requires_python) if requires_python else requires_python,
+                        metadata_sha256, intern(summary) if summary else summary, yanked)
 
     def _select(self, where: str = "", params: tuple = ()) -> list[DistFile]:
         sql = f"SELECT {FILE_COLUMNS} FROM files f LEFT JOIN yanks y ON y.filename = f.filename {where}"

@@ -181,8 +181,7 @@ def check_archive(path: Path, dist: DistName, filename: str | None = None) -> No
     try:
         if dist.packagetype == "bdist_wheel" or lower.endswith((".zip", ".egg")):
             with zipfile.ZipFile(path) as archive:
-                if archive.testzip() is not None:
-                    raise InvalidDistribution(f"{path.name}: corrupt zip member")
+                _check_zip_layout(archive, path.stat().st_size, path.name)
             if dist.packagetype == "bdist_wheel":
                 _wheel_metadata(path, dist)
         elif lower.endswith((".tar.gz", ".tgz", ".tar.bz2", ".tbz", ".tar.xz", ".txz", ".tar")):
@@ -193,6 +192,26 @@ def check_archive(path: Path, dist: DistName, filename: str | None = None) -> No
         if isinstance(exc, InvalidDistribution):
             raise
         raise InvalidDistribution(f"{path.name}: not a readable archive ({exc})") from None
+
+
+def _check_zip_layout(archive: zipfile.ZipFile, size: int, name: str) -> None:
+    """Check every member decompresses with the right CRC, within a budget.
+
+    The budget (ten times the file, at least 256 MiB, at most 4 GiB) lets real wheels
+    through and stops a zip bomb from burning minutes of CPU on one upload.
+    """
+    members = archive.infolist()
+    if not members:
+        raise InvalidDistribution(f"{name}: empty archive")
+    budget = min(max(10 * size, 256 * 1024 * 1024), 4 * 1024 * 1024 * 1024)
+    for info in members:
+        if info.header_offset + info.compress_size > size:
+            raise InvalidDistribution(f"{name}: zip member {info.filename!r} lies outside the file")
+        with archive.open(info) as stream:  # zipfile raises BadZipFile on a CRC mismatch
+            while chunk := stream.read(1024 * 1024):
+                budget -= len(chunk)
+                if budget < 0:
+                    raise InvalidDistribution(f"{name}: decompresses to far more than its size (zip bomb?)")
 
 
 @dataclass(frozen=True, slots=True)

@@ -183,9 +183,12 @@ def _field(name: str) -> dataclasses.Field:
     raise KeyError(name)
 
 
-def _split(raw: str) -> list[str]:
-    # Lists are comma- or whitespace-separated ("update,download" or "a b").
-    return [item for item in raw.replace(",", " ").split() if item]
+def _split(raw: str, paths: bool = False) -> list[str]:
+    # Lists are comma-separated ("update,download"); words may also be space-separated,
+    # paths may not (a path can hold a space).
+    if paths:
+        return [item.strip() for item in raw.split(",") if item.strip()]
+    return raw.replace(",", " ").split()
 
 
 def _parse(f: dataclasses.Field, raw: str) -> Any:
@@ -209,7 +212,7 @@ def _parse(f: dataclasses.Field, raw: str) -> Any:
         if kind == "Path | None":
             return Path(raw) if raw.strip() else None
         if kind == "tuple[Path, ...]":
-            return tuple(Path(item) for item in _split(raw))
+            return tuple(Path(item) for item in _split(raw, paths=True))
         if kind == "tuple[str, ...]":
             items = _split(raw)
             if f.name == "authenticate" and items in ([], ["."]):

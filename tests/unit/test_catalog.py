@@ -384,3 +384,23 @@ def test_a_slow_copy_is_never_seen_half_written(packages, catalogs):
     dist = wait_for(lambda: catalog.find(target.name), "the finished copy appears")
     assert dist.size == len(final)
     assert dist.sha256 == hashlib.sha256(final).hexdigest()
+
+
+def test_a_second_catalog_on_a_watched_directory_does_not_wait_for_the_lock(tmp_path):
+    """`wharf index` or a CLI command next to a running server loads instead of hanging."""
+    from app.catalog import Catalog
+    from app.settings import Settings
+    from app.storage import LocalStorage
+
+    packages = tmp_path / "packages"
+    make_wheel(packages, "one", "1.0")
+    settings = Settings(packages=(packages,), scan_interval=0.05)
+    running = Catalog(settings, LocalStorage(settings.packages)).start()
+    try:
+        other = Catalog(settings, LocalStorage(settings.packages))
+        assert other.refresh() == (1, 1)
+        other.open()
+        assert other.project("one") is not None
+        other.close()
+    finally:
+        running.close()

@@ -293,3 +293,16 @@ def test_corrupt_wheel_member_fails_check(tmp_path):
 def test_valid_archives_pass_check(tmp_path):
     for path in (make_wheel(tmp_path, "ok", "1.0"), make_sdist(tmp_path, "ok", "1.0")):
         check_archive(path, parse_filename(path.name))
+
+
+def test_zip_bomb_upload_check_stops_at_its_budget(tmp_path):
+    """A small wheel that inflates to 300 MiB is refused without inflating all of it."""
+    wheel = make_wheel(tmp_path, "bomb", "1.0")
+    with zipfile.ZipFile(wheel, "a", zipfile.ZIP_DEFLATED) as archive:
+        with archive.open("bomb/zeros.bin", "w", force_zip64=True) as stream:
+            block = bytes(1024 * 1024)
+            for _ in range(300):
+                stream.write(block)
+    assert wheel.stat().st_size < 2 * 1024 * 1024
+    with pytest.raises(InvalidDistribution, match="zip bomb"):
+        check_archive(wheel, parse_filename(wheel.name))

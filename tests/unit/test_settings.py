@@ -39,7 +39,7 @@ def test_every_field_is_documented_and_parseable():
         ("WHARF_OVERWRITE", "1", "overwrite", True),
         ("WHARF_OVERWRITE", "off", "overwrite", False),
         ("WHARF_OVERWRITE", "", "overwrite", False),
-        ("WHARF_PACKAGES", "/srv/a,/srv/b /srv/c", "packages", (Path("/srv/a"), Path("/srv/b"), Path("/srv/c"))),
+        ("WHARF_PACKAGES", "/srv/a,/srv/my packages", "packages", (Path("/srv/a"), Path("/srv/my packages"))),
         ("WHARF_STATE_DIR", "/var/lib/wharf", "state_dir", Path("/var/lib/wharf")),
         ("WHARF_STATE_DIR", "", "state_dir", None),
         ("WHARF_WELCOME_FILE", "  ", "welcome_file", None),
