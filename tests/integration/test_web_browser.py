@@ -220,6 +220,11 @@ def test_project_page_shows_versions_and_rendered_readme(server, browser):
         tab.screenshot("web-project.png")
         tab.only_from(server)
         assert not tab.errors
+        # the dark scheme is a scheme, not an inverted page: dark background, light text
+        page.emulate_media(color_scheme="dark")
+        assert page.evaluate("getComputedStyle(document.body).backgroundColor") == "rgb(15, 20, 25)"
+        assert page.evaluate("getComputedStyle(document.body).color") == "rgb(230, 237, 243)"
+        tab.screenshot("web-project-dark.png")
 
 
 def test_pages_fit_a_phone(server, browser):
