@@ -51,7 +51,10 @@ names_server() {
     openssl x509 -in "$cert" -noout "$check" "$server_name" 2>/dev/null | grep -q " does match "
 }
 
-if [ -s "$cert" ] && [ -s "$key" ]; then
+if [ -d "$tls_dir" ] && ! { [ -r "$tls_dir" ] && [ -x "$tls_dir" ]; }; then
+    die "cannot read $tls_dir as uid $(id -u): make it readable (the image runs as 10001:10001)"
+fi
+if [ -s "$cert" ] && [ -s "$key" ] && [ -r "$cert" ] && [ -r "$key" ]; then
     if [ -s "$ca" ] && [ -s "$tls_dir/ca.key" ]; then
         trust_instructions
         renew="remove server.crt, server.key and ca.* from the TLS volume to get new ones"
@@ -62,12 +65,15 @@ if [ -s "$cert" ] && [ -s "$key" ]; then
     names_server || log "warning: $cert does not name $server_name; $renew"
     openssl x509 -in "$cert" -noout -checkend 2592000 >/dev/null \
         || log "warning: $cert expires within 30 days; $renew"
+elif [ -e "$cert" ] && [ -e "$key" ]; then
+    die "cannot read $cert or $key as uid $(id -u), or one is empty: the image runs as 10001:10001"
 elif [ -e "$cert" ] || [ -e "$key" ]; then
     die "found only one of $cert and $key: provide both, or neither to get a local CA"
 elif [ "$(basename "$cert")" != server.crt ] || [ "$key" != "$tls_dir/server.key" ]; then
     die "no certificate at $cert (a local CA is made only for $tls_dir/server.crt and server.key)"
 else
-    [ -w "$tls_dir" ] || die "$tls_dir is not writable by uid $(id -u): mount a certificate or a writable volume"
+    [ -w "$tls_dir" ] && [ -x "$tls_dir" ] \
+        || die "no certificate in $tls_dir, and uid $(id -u) cannot write one there: mount a certificate or a writable volume"
     python3 -c 'import sys; from pathlib import Path; from app.stack import make_local_ca; make_local_ca(Path(sys.argv[1]), sys.argv[2])' \
         "$tls_dir" "$server_name" || die "could not make a local CA in $tls_dir"
     log "made a local certificate authority and a certificate for $server_name in $tls_dir"

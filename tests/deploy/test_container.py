@@ -8,8 +8,8 @@ image name. Clients reach the index only through its published HTTPS port, trust
 CA the container made on its first start.
 
 Everything podman keeps (the base image, build layers) lives under the test cache
-(``WHARF_TEST_CACHE``, default ``~/.cache/wharf-test``), so a second run rebuilds only
-what changed.
+(``WHARF_TEST_CACHE``, default ``~/.cache/wharf-test``; see tests/deploy/podman.py, shared
+with the Ansible tests), so a second run rebuilds only what changed.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from urllib.parse import urljoin
 import pytest
 
 from tests.deploy.conftest import LocalCA
-from tests.deploy.podman import BASE_IMAGE, Podman, cache_lock, ensure_base_image
+from tests.deploy.podman import Podman, cache_lock, ensure_base_image
 from tests.support import ROOT, client_env, free_port, http, make_sdist, make_wheel
 
 IMAGE = "localhost/wharf:test"
@@ -85,8 +85,8 @@ def image(podman: Podman, tmp_path_factory) -> str:
     # --format docker: the OCI format has no HEALTHCHECK; --pull=never: no registry here.
     podman("build", "--format", "docker", "--pull=never", "--tag", IMAGE, str(ROOT), timeout=1200)
     if previous and podman("image", "inspect", "--format", "{{.Id}}", IMAGE).stdout.strip() != previous:
-        # The last run's image, untagged now. (Its layers still in use stay; the bulk of
-        # what goes is its copy of the virtualenv.)
+        # The last run's image, untagged now: most of what it held alone is its copy of
+        # the virtualenv. (The build stage's leftovers are small and stay.)
         podman("rmi", previous, check=False)
     return IMAGE
 
@@ -394,15 +394,23 @@ def test_packages_users_and_certificate_survive_down_and_up(stack: Stack, tmp_pa
 
 
 @pytest.mark.slow
-def test_a_mounted_certificate_is_used_as_is(podman: Podman, image: str, test_ca: LocalCA, tmp_path: Path) -> None:
+def test_a_mounted_certificate_and_a_password_file_are_used_as_is(podman: Podman, image: str, test_ca: LocalCA,
+                                                                 tmp_path: Path) -> None:
+    """The production way: a real certificate mounted read-only, the first password a secret."""
     tls = tmp_path / "tls"
     tls.mkdir()
     for source in (test_ca.cert, test_ca.key):
         shutil.copy(source, tls / source.name)
         os.chown(tls / source.name, 10001, 10001)  # the image's fixed UID reads the key
+    secrets_dir = tmp_path / "secrets"
+    secrets_dir.mkdir(mode=0o755)
+    (secrets_dir / "password").write_text("from-a-secret\n")
+    (secrets_dir / "password").chmod(0o444)  # as Docker mounts secrets
     port = free_port()
     cid = podman("run", "--detach", "--publish", f"127.0.0.1:{port}:8443",
-                 "--volume", f"{tls}:/etc/wharf/tls:ro", image).stdout.strip()
+                 "--volume", f"{tls}:/etc/wharf/tls:ro", "--volume", f"{secrets_dir}:/run/secrets:ro",
+                 "--env", "WHARF_FIRST_USER=erin", "--env", "WHARF_FIRST_PASSWORD_FILE=/run/secrets/password",
+                 image).stdout.strip()
     try:
         context = ssl.create_default_context(cafile=str(test_ca.ca))
         deadline = time.monotonic() + 60
@@ -417,40 +425,38 @@ def test_a_mounted_certificate_is_used_as_is(podman: Podman, image: str, test_ca
                 time.sleep(0.5)
         logs = podman("logs", cid).stderr
         assert "using the certificate /etc/wharf/tls/server.crt" in logs, logs
+        assert "does not name" not in logs, logs
         assert sorted(p.name for p in tls.iterdir()) == ["server.crt", "server.key"]
+        check = ("import sys; from passlib.apache import HtpasswdFile; "
+                 "sys.exit(not HtpasswdFile('/data/users/htpasswd').check_password('erin', 'from-a-secret'))")
+        assert podman("exec", cid, "python3", "-c", check, check=False).returncode == 0
     finally:
         podman("rm", "--force", "--volumes", "--time", "10", cid, check=False)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("case", ["user-without-password", "certificate-without-key"])
+@pytest.mark.parametrize("case, expected", [
+    ("user-without-password", "WHARF_FIRST_USER needs WHARF_FIRST_PASSWORD"),
+    ("certificate-without-key", "found only one of /etc/wharf/tls/server.crt and /etc/wharf/tls/server.key"),
+    ("unreadable-certificates", "cannot read /etc/wharf/tls as uid 10001"),
+])
 def test_a_misconfigured_container_stops_with_a_clear_message(podman: Podman, image: str, test_ca: LocalCA,
-                                                                tmp_path: Path, case: str) -> None:
+                                                                tmp_path: Path, case: str, expected: str) -> None:
+    tls = tmp_path / "tls"
+    tls.mkdir()
+    args = ["--volume", f"{tls}:/etc/wharf/tls:ro"]
     if case == "user-without-password":
-        args, expected = ["--env", "WHARF_FIRST_USER=alice"], "WHARF_FIRST_USER needs WHARF_FIRST_PASSWORD"
-    else:
-        shutil.copy(test_ca.cert, tmp_path / "server.crt")
-        args, expected = ["--volume", f"{tmp_path}:/etc/wharf/tls:ro"], "found only one of"
+        args = ["--env", "WHARF_FIRST_USER=alice"]
+    elif case == "certificate-without-key":
+        shutil.copy(test_ca.cert, tls / "server.crt")
+        tls.chmod(0o755)
+    else:  # root's files, mode 700: what a bind mount of /etc/ssl/private looks like
+        shutil.copy(test_ca.cert, tls / "server.crt")
+        shutil.copy(test_ca.key, tls / "server.key")
+        tls.chmod(0o700)
     result = podman("run", "--rm", *args, image, check=False, timeout=120)
     assert result.returncode == 1
     assert expected in result.stderr, result.stderr
-
-
-@pytest.mark.slow
-def test_first_password_can_come_from_a_file(podman: Podman, image: str, tmp_path: Path) -> None:
-    (tmp_path / "password").write_text("from-a-secret\n")
-    cid = podman("run", "--detach", "--volume", f"{tmp_path}:/run/secrets:ro", "--env", "WHARF_FIRST_USER=erin",
-                 "--env", "WHARF_FIRST_PASSWORD_FILE=/run/secrets/password", image).stdout.strip()
-    check = ("import sys; from passlib.apache import HtpasswdFile; "
-             "sys.exit(not HtpasswdFile('/data/users/htpasswd').check_password('erin', 'from-a-secret'))")
-    try:
-        deadline = time.monotonic() + 60
-        while podman("exec", cid, "python3", "-c", check, check=False).returncode != 0:
-            logs = podman("logs", cid, check=False)
-            assert time.monotonic() < deadline, logs.stdout + logs.stderr
-            time.sleep(0.5)
-    finally:
-        podman("rm", "--force", "--volumes", "--time", "10", cid, check=False)
 
 
 @pytest.mark.slow
@@ -464,4 +470,4 @@ def test_sigterm_stops_the_container_cleanly(stack: Stack) -> None:
     print(f"podman stop took {elapsed:.1f} s")
     assert not state["Running"]
     assert state["ExitCode"] == 0, f"supervisord did not exit by itself on SIGTERM: {state}"
-    stack.up()  # for whatever runs after this test
+    # The stack stays stopped (the fixture's teardown removes it): keep this test last.
