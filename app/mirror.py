@@ -121,7 +121,7 @@ def _filename_of(url: str) -> str:
 
 
 def pip_command(index_url: str, cert: Path | None, timeout: float, target: Target, requirements: list[str],
-                requirement_files: list[Path], workdir: Path) -> list[str]:
+                requirement_files: list[Path], workdir: Path, retries: int | None = None) -> list[str]:
     cmd = [sys.executable, "-m", "pip", "--isolated", "install", "--dry-run", "--ignore-installed",
            "--quiet", "--no-input", "--disable-pip-version-check",
            # --target: also exempts the dry run from "externally managed" interpreters.
@@ -129,6 +129,8 @@ def pip_command(index_url: str, cert: Path | None, timeout: float, target: Targe
            "--index-url", index_url, "--timeout", str(timeout)]
     if cert:
         cmd += ["--cert", str(cert)]
+    if retries is not None:
+        cmd += ["--retries", str(retries)]
     cmd += target.pip_args()
     for path in requirement_files:
         cmd += ["-r", str(path)]
@@ -136,7 +138,7 @@ def pip_command(index_url: str, cert: Path | None, timeout: float, target: Targe
 
 
 def _run_pip(index_url: str, cert: Path | None, timeout: float, target: Target, requirements: list[str],
-             requirement_files: list[Path]) -> list[dict]:
+             requirement_files: list[Path], retries: int | None = None) -> list[dict]:
     """The ``install`` items of pip's dry-run report for ``target``."""
     env = dict(os.environ)
     if cert:
@@ -144,7 +146,7 @@ def _run_pip(index_url: str, cert: Path | None, timeout: float, target: Target, 
             env.pop(name, None)
     with tempfile.TemporaryDirectory(prefix="wharf-mirror-") as tmp:
         workdir = Path(tmp)
-        cmd = pip_command(index_url, cert, timeout, target, requirements, requirement_files, workdir)
+        cmd = pip_command(index_url, cert, timeout, target, requirements, requirement_files, workdir, retries)
         done = subprocess.run(cmd, env=env, capture_output=True, text=True)
         if done.returncode != 0:
             detail = "\n".join((done.stderr or done.stdout).strip().splitlines()[-15:])
@@ -244,7 +246,7 @@ def _for_target(requirements: list[str], env: dict[str, str]) -> list[str]:
 
 
 def resolve(index_url: str, cert: Path | None, timeout: float, target: Target, requirements: list[str],
-            requirement_files: list[Path], rounds: int = 5) -> list[Wanted]:
+            requirement_files: list[Path], rounds: int = 5, retries: int | None = None) -> list[Wanted]:
     """The files pip would install for ``target``, dependencies included.
 
     For a target other than the running Python, dependencies whose markers pip judged by
@@ -253,13 +255,13 @@ def resolve(index_url: str, cert: Path | None, timeout: float, target: Target, r
     """
     env = target_environment(target)
     asked = _for_target(requirements, env) if target.restricted else list(requirements)
-    items = _run_pip(index_url, cert, timeout, target, asked, requirement_files)
+    items = _run_pip(index_url, cert, timeout, target, asked, requirement_files, retries)
     for _round in range(rounds if target.restricted else 0):
         extra = [r for r in missing_requirements(items, env) if r not in asked]
         if not extra:
             break
         asked += extra
-        items = _run_pip(index_url, cert, timeout, target, asked, requirement_files)
+        items = _run_pip(index_url, cert, timeout, target, asked, requirement_files, retries)
     wanted = []
     for item in items:
         url = item.get("download_info", {}).get("url", "")
@@ -374,7 +376,7 @@ def _size(count: int) -> str:
 def mirror(index: UpstreamIndex, dest: Path, *, index_url: str, cert: Path | None, timeout: float,
            requirements: list[str], requirement_files: list[Path], target_list: list[Target],
            sdists: bool = True, known_roots: Iterable[Path] = (), dry_run: bool = False,
-           progress: Progress | None = None, out: TextIO = sys.stdout) -> Result:
+           retries: int | None = None, progress: Progress | None = None, out: TextIO = sys.stdout) -> Result:
     """Mirror ``requirements`` for every target into ``dest``; see the module docstring."""
     progress = progress or Progress(sys.stderr, False)
     result = Result()
@@ -388,7 +390,16 @@ def mirror(index: UpstreamIndex, dest: Path, *, index_url: str, cert: Path | Non
     if requirements or plain_files:
         for target in target_list:
             progress.show(f"resolving for {target}")
-            for w in resolve(index_url, cert, timeout, target, requirements, plain_files):
+            try:
+                resolved = resolve(index_url, cert, timeout, target, requirements, plain_files, retries=retries)
+            except MirrorError as exc:
+                # pip -q says "no matching distribution" for a refused certificate or password too.
+                try:
+                    index.probe()
+                except UpstreamError as why:
+                    raise MirrorError(f"{exc}\nthe upstream itself: {why}") from None
+                raise
+            for w in resolved:
                 wanted.setdefault(w.filename, w)
             progress.clear()
 
@@ -498,6 +509,8 @@ def add_mirror_command(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--no-sdist", dest="sdists", action="store_false", help="mirror wheels only")
     parser.add_argument("-d", "--dest", type=Path, default=None,
                         help="where new files go [default: the first packages directory, WHARF_PACKAGES]")
+    parser.add_argument("--retries", type=int, default=None,
+                        help="how often pip retries a failed connection [default: pip's, 5]")
     parser.add_argument("-n", "--dry-run", action="store_true", help="say what would be added, add nothing")
     parser.add_argument("-q", "--quiet", action="store_true", help="print only the summary and errors")
     parser.set_defaults(func=cmd_mirror)
@@ -525,7 +538,7 @@ def cmd_mirror(args: argparse.Namespace) -> int:
                         requirements=args.requirements, requirement_files=args.requirement_files,
                         target_list=target_list, sdists=args.sdists,
                         known_roots=[r for r in settings.packages if r.is_dir()], dry_run=args.dry_run,
-                        progress=progress, out=out)
+                        retries=args.retries, progress=progress, out=out)
     except (MirrorError, UpstreamError) as exc:
         progress.clear()
         print(f"wharf mirror: {exc}", file=sys.stderr)

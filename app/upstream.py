@@ -44,7 +44,7 @@ from typing import BinaryIO
 from urllib.parse import quote, unquote, urljoin, urlsplit, urlunsplit
 
 import jinja2
-from bottle import Bottle, HTTPError, HTTPResponse, static_file
+from bottle import Bottle, HTTPError, HTTPResponse, request, static_file
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
@@ -65,6 +65,11 @@ VERIFIABLE = ("sha256", "sha384", "sha512", "blake2b_256")
 # Largest project listing we read (PyPI's biggest are a few MiB).
 MAX_LISTING_BYTES = 64 * 1024 * 1024
 METADATA_SUFFIX = ".metadata"
+# Files larger than this are passed on while they download (their first request), so that
+# the client sees bytes before its read timeout; smaller ones are verified, then sent.
+STREAM_AFTER = 4 * 1024 * 1024
+# Upstream listings each worker keeps in memory (all of them are on disk).
+MEMORY_LISTINGS = 256
 _NAME = re.compile(r"^([a-z0-9]|[a-z0-9][a-z0-9._-]*[a-z0-9])$")
 
 
@@ -280,26 +285,37 @@ class UpstreamIndex:
     def project_url(self, project: str) -> str:
         return self.url + quote(project) + "/"
 
-    @contextlib.contextmanager
-    def _open(self, url: str, accept: str | None = None, method: str = "GET") -> Iterator:
+    def _request(self, url: str, accept: str | None = None, method: str = "GET"):
+        """An open response (the caller closes it); HTTPError for error statuses."""
         headers = {"User-Agent": "wharf (pull-through cache)"}
         if accept:
             headers["Accept"] = accept
         request = urllib.request.Request(url, headers=headers, method=method)
         try:
-            response = self._opener.open(request, timeout=self.timeout)
+            return self._opener.open(request, timeout=self.timeout)
         except urllib.error.HTTPError as exc:
             exc.close()
             raise
         except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
             reason = getattr(exc, "reason", exc)
             raise UpstreamError(f"{redact(url)}: {reason}") from None
+
+    @contextlib.contextmanager
+    def _open(self, url: str, accept: str | None = None, method: str = "GET") -> Iterator:
+        response = self._request(url, accept, method)
         try:
             yield response
         except (OSError, http.client.HTTPException) as exc:
             raise UpstreamError(f"{redact(url)}: {exc}") from None
         finally:
             response.close()
+
+    def open_file(self, file: UpstreamFile):
+        """The upstream's response for ``file`` (the caller reads, verifies and closes it)."""
+        try:
+            return self._request(file.url)
+        except urllib.error.HTTPError as exc:
+            raise UpstreamError(f"{redact(file.url)} answered {exc.code} {exc.reason}") from None
 
     def project(self, name: str) -> Listing | None:
         """The listing of ``name`` (normalized), or None if upstream has no such project."""
@@ -331,24 +347,18 @@ class UpstreamIndex:
                                     file.filename + METADATA_SUFFIX, None)
 
     def _fetch_verified(self, url: str, expected: dict[str, str], stream: BinaryIO, what: str, progress) -> int:
-        hashers = {algo: _hasher(algo) for algo in expected}
-        size = 0
+        verifier = Verifier(expected, what)
         try:
             with self._open(url) as response:
                 while chunk := response.read(CHUNK):
-                    for hasher in hashers.values():
-                        hasher.update(chunk)
+                    verifier.update(chunk)
                     stream.write(chunk)
-                    size += len(chunk)
                     if progress:
                         progress(len(chunk))
         except urllib.error.HTTPError as exc:
             raise UpstreamError(f"{redact(url)} answered {exc.code} {exc.reason}") from None
-        for algo, hasher in hashers.items():
-            if hasher.hexdigest() != expected[algo].lower():
-                raise HashMismatch(f"{what}: upstream sent bytes whose {algo} is {hasher.hexdigest()}, "
-                                   f"not the {expected[algo]} its listing gives")
-        return size
+        verifier.check()
+        return verifier.size
 
     def probe(self) -> None:
         """Raise UpstreamError unless the upstream answers at all (any HTTP status but 401/403/5xx)."""
@@ -358,6 +368,27 @@ class UpstreamIndex:
         except urllib.error.HTTPError as exc:
             if exc.code in (401, 403) or exc.code >= 500:
                 raise UpstreamError(f"{self.display_url} answered {exc.code} {exc.reason}") from None
+
+
+class Verifier:
+    """Hashes bytes as they pass and checks them against the hashes a listing gave."""
+
+    def __init__(self, expected: dict[str, str], what: str):
+        self.expected = {algo: digest.lower() for algo, digest in expected.items()}
+        self.what = what
+        self.hashers = {algo: _hasher(algo) for algo in self.expected}
+        self.size = 0
+
+    def update(self, chunk: bytes) -> None:
+        for hasher in self.hashers.values():
+            hasher.update(chunk)
+        self.size += len(chunk)
+
+    def check(self) -> None:
+        for algo, hasher in self.hashers.items():
+            if hasher.hexdigest() != self.expected[algo]:
+                raise HashMismatch(f"{self.what}: upstream sent bytes whose {algo} is {hasher.hexdigest()}, "
+                                   f"not the {self.expected[algo]} its listing gives")
 
 
 def _hasher(algo: str):
@@ -377,9 +408,11 @@ class PullThrough:
         self.templates = templates
         self.index = UpstreamIndex(settings.upstream_url, settings.upstream_cert, settings.upstream_timeout)
         self.root = Path(settings.upstream_cache_path)
+        self.private = False  # set by register(): whether downloads need a user
         self.allow = tuple(p.lower() for p in settings.upstream_allow)
         self.deny = tuple(p.lower() for p in settings.upstream_deny)
-        self._listings: dict[str, Listing] = {}
+        self._listings: dict[str, Listing] = {}  # the most recent MEMORY_LISTINGS, by project
+        self._pages: dict[tuple[str, str], Page] = {}  # rendered online pages, by (project, format)
         self._missing: dict[str, float] = {}  # projects upstream said it lacks, and when
         self._probe_lock = threading.Lock()
         for sub in ("pages", "files", "metadata"):
@@ -408,7 +441,7 @@ class PullThrough:
             # Another worker may have fetched a newer one.
             if listing is None or path.stat().st_mtime > listing.fetched + 1:
                 listing = Listing.from_json(path.read_text(encoding="utf-8"))
-                self._listings[project] = listing
+                self._remember(listing)
         except FileNotFoundError:
             return None
         except (OSError, ValueError, KeyError, TypeError) as exc:
@@ -442,8 +475,14 @@ class PullThrough:
             return None, True
         self._missing.pop(project, None)
         _write_atomic(self._page_path(project), fresh.to_json().encode())
-        self._listings[project] = fresh
+        self._remember(fresh)
         return fresh, True
+
+    def _remember(self, listing: Listing) -> None:
+        self._listings.pop(listing.project, None)
+        self._listings[listing.project] = listing
+        while len(self._listings) > MEMORY_LISTINGS:  # big projects' listings run to megabytes
+            self._listings.pop(next(iter(self._listings)))
 
     def project_page(self, project: str, fmt: str) -> Page | None:
         """The simple API page of an upstream project, or None if it is not served from upstream.
@@ -458,13 +497,26 @@ class PullThrough:
             raise _gateway_error(f"upstream unreachable and nothing of {project} is cached: {exc}") from None
         if listing is None:
             return None
-        files = listing.files
-        if not online:
-            files = tuple(f for f in files if self._file_path(project, f.filename).is_file())
-            if not files:
-                raise _gateway_error(f"upstream unreachable and no file of {project} is cached")
+        if online:
+            page = self._pages.get((project, fmt))
+            if page is None or page.source is not listing:
+                body = self._render(listing, self._servable(listing.files), fmt, online)
+                page = Page(listing, body, etag_of(body))
+                if len(self._pages) >= 2 * MEMORY_LISTINGS:
+                    self._pages.clear()
+                self._pages[(project, fmt)] = page
+            return page
+        # Offline: only what is cached can be installed, so offer only that.
+        files = tuple(f for f in self._servable(listing.files) if self._file_path(project, f.filename).is_file())
+        if not files:
+            raise _gateway_error(f"upstream unreachable and no file of {project} is cached")
         body = self._render(listing, files, fmt, online)
         return Page(listing, body, etag_of(body))
+
+    @staticmethod
+    def _servable(files: tuple[UpstreamFile, ...]) -> tuple[UpstreamFile, ...]:
+        # A file without a hash we can check would be refused: don't offer it.
+        return tuple(f for f in files if any(a in f.hashes for a in VERIFIABLE))
 
     def _advertised_metadata(self, project: str, f: UpstreamFile, online: bool) -> str | None:
         if not f.core_metadata or "sha256" not in f.core_metadata:
@@ -522,11 +574,14 @@ class PullThrough:
     def _metadata_path(self, project: str, filename: str) -> Path:
         return self.root / "metadata" / project / (filename + METADATA_SUFFIX)
 
-    def cached_file(self, project: str, filename: str) -> Path:
-        """The cached copy of an upstream file, downloading and verifying it first if need be.
+    def fetch(self, project: str, filename: str, stream: bool = False) -> Path | HTTPResponse:
+        """An upstream file (or its .metadata): the cached copy, fetched and verified first if need be.
 
-        Raises HTTPError 404 for files upstream does not list, HTTPResponse 502 when the
-        file cannot be had or its bytes do not match upstream's hash (nothing is stored).
+        With ``stream``, a large file not yet cached comes back as a response that passes
+        the bytes on while they arrive (see ``_relay``); anything else is the path of the
+        verified cached copy. Raises HTTPError 404 for files upstream does not list, and
+        HTTPResponse 502 when the file cannot be had or its bytes do not match upstream's
+        hash (nothing is stored then).
         """
         is_metadata = filename.endswith(METADATA_SUFFIX)
         dist_name = filename[: -len(METADATA_SUFFIX)] if is_metadata else filename
@@ -543,11 +598,25 @@ class PullThrough:
         if entry is None or (is_metadata and not entry.core_metadata):
             raise HTTPError(404, f"upstream does not list {filename}")
         try:
-            with _atomic(path) as stream:
-                if is_metadata:
-                    self.index.download_metadata(entry, stream)
-                else:
-                    self.index.download(entry, stream)
+            if is_metadata:
+                with _atomic(path) as out:
+                    self.index.download_metadata(entry, out)
+            else:
+                verifier = Verifier(entry.check_hashes(), filename)
+                response = self.index.open_file(entry)
+                length = response.headers.get("Content-Length", "")
+                if stream and length.isdigit() and int(length) > STREAM_AFTER:
+                    return self._relay(response, verifier, path, int(length))
+                try:
+                    with _atomic(path) as out:
+                        while chunk := response.read(CHUNK):
+                            verifier.update(chunk)
+                            out.write(chunk)
+                        verifier.check()
+                except (OSError, http.client.HTTPException) as exc:
+                    raise UpstreamError(f"{redact(entry.url)}: {exc}") from None
+                finally:
+                    response.close()
         except HashMismatch as exc:
             log.warning("refused %s from upstream: %s", filename, exc)
             raise _gateway_error(f"refused {filename}: {exc}") from None
@@ -556,6 +625,48 @@ class PullThrough:
             raise _gateway_error(f"cannot fetch {filename} from upstream: {exc}") from None
         log.info("cached %s from upstream", filename)
         return path
+
+    def _relay(self, response, verifier: Verifier, path: Path, length: int) -> HTTPResponse:
+        """Pass a large file on as it arrives, holding back its last chunk until its hash checks.
+
+        Bytes that do not match never reach the client whole (the connection is cut before
+        the last chunk, short of its Content-Length) and are never stored.
+        """
+        def body() -> Iterator[bytes]:
+            tmp = path.parent / f".tmp-{secrets.token_hex(8)}-{path.name}"
+            stored = False
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                with open(tmp, "xb") as out:
+                    held = b""
+                    while chunk := response.read(CHUNK):
+                        verifier.update(chunk)
+                        out.write(chunk)
+                        if held:
+                            yield held
+                        held = chunk
+                    if verifier.size != length:
+                        raise UpstreamError(f"{verifier.what}: upstream sent {verifier.size} of {length} bytes")
+                    verifier.check()
+                    out.flush()
+                    os.fsync(out.fileno())
+                os.replace(tmp, path)
+                stored = True
+                log.info("cached %s from upstream", verifier.what)
+                yield held
+            except HashMismatch as exc:
+                log.warning("refused %s from upstream, cut off before its last bytes: %s", verifier.what, exc)
+                raise
+            finally:
+                response.close()
+                if not stored:
+                    with contextlib.suppress(FileNotFoundError):
+                        tmp.unlink()
+
+        kind = content_type(path.name)
+        return HTTPResponse(body(), status=200, headers={
+            "Content-Type": kind, "Content-Length": str(length),
+            "Cache-Control": cache_control(self.settings.file_max_age, private=self.private, immutable=True)})
 
     # --- state for the health endpoint and web pages ---------------------------------------
     def _note(self, reachable: bool, error: str | None) -> None:
@@ -650,12 +761,14 @@ def register(app: Bottle, settings: Settings, catalog: Catalog, access: Access,
     if not settings.upstream_url:
         return None
     cache = PullThrough(settings, catalog, templates)
-    private = access.protects("download")
+    cache.private = private = access.protects("download")
 
     @app.route("/upstream/<project>/<filename>", method=["GET", "HEAD"])
     def upstream_file(project: str, filename: str):
         access.require("download")
-        path = cache.cached_file(project, filename)
+        path = cache.fetch(project, filename, stream=request.method == "GET")
+        if isinstance(path, HTTPResponse):
+            return path  # a large file on its first request, passed on as it arrives
         kind = "application/octet-stream" if filename.endswith(METADATA_SUFFIX) else content_type(filename)
         st = path.stat()
         # bottle handles HEAD, Range and conditional requests; the ETag is given quoted (RFC 9110).

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.upstreams import TinyIndex, build_upstream, make_ca_and_leaf
 from tests.support import ROOT, WharfProcess, client_env, make_sdist, make_wheel
+from tests.upstreams import TinyIndex, build_upstream, make_ca_and_leaf
 
 pytestmark = pytest.mark.slow
 
@@ -102,7 +102,7 @@ def test_mirror_over_tls_with_credentials_refuses_bytes_that_do_not_match(tmp_pa
         url = upstream.url("mirror-bot", "s3cret/pw")
 
         # Without the CA the upstream's certificate is refused; nothing lands.
-        untrusted = wharf_mirror(env, "--index-url", url, "honest", "-d", str(mirror_dir))
+        untrusted = wharf_mirror(env, "--index-url", url, "honest", "-d", str(mirror_dir), "--retries", "0")
         assert untrusted.returncode == 1
         assert "CERTIFICATE_VERIFY_FAILED" in untrusted.stderr
         assert not mirror_dir.exists() or not dist_files(mirror_dir)

@@ -6,12 +6,13 @@ import hashlib
 import json
 import subprocess
 import sys
+from http.client import IncompleteRead
 from pathlib import Path
 
 import pytest
 
-from tests.upstreams import TinyIndex, build_upstream, make_ca_and_leaf
 from tests.support import WharfProcess, client_env, http, make_wheel
+from tests.upstreams import TinyIndex, build_upstream, make_ca_and_leaf
 
 pytestmark = pytest.mark.slow
 
@@ -102,13 +103,17 @@ def test_bytes_that_do_not_match_upstream_hash_are_refused_and_not_stored(tmp_pa
     src = tmp_path / "src"
     honest = make_wheel(src, "honest", "1.0")
     liar = make_wheel(src, "liar", "1.0")
+    # Large enough to be passed on while downloading (app.upstream.STREAM_AFTER).
+    big = make_wheel(src, "big", "1.0", padding=5_000_000)
+    big_liar = make_wheel(src, "big-liar", "1.0", padding=5_000_000)
+    big_lie = big_liar.read_bytes()[:-10] + b"0123456789"
     local_dir = tmp_path / "local"
     local_dir.mkdir()
     cache = tmp_path / "cache"
     env = client_env(tmp_path / "home")
     # The upstream needs a password and has a certificate from a private CA.
-    with TinyIndex([honest, liar], leaf, key, "wharf", "pa:ss@word",
-                   lies={liar.name: liar.read_bytes().replace(b"liar", b"LIAR")}) as upstream:
+    with TinyIndex([honest, liar, big, big_liar], leaf, key, "wharf", "pa:ss@word",
+                   lies={liar.name: liar.read_bytes().replace(b"liar", b"LIAR"), big_liar.name: big_lie}) as upstream:
         with WharfProcess(local_dir, "--upstream-url", upstream.url("wharf", "pa:ss@word"),
                           "--upstream-cert", str(ca), "--upstream-cache-dir", str(cache)) as wharf:
             good = pip_install(env, tmp_path / "venv-good", wharf.url + "/simple/", "honest")
@@ -124,10 +129,21 @@ def test_bytes_that_do_not_match_upstream_hash_are_refused_and_not_stored(tmp_pa
             assert bad.returncode != 0
             assert cached(cache) == {honest.name}
 
+            # A large file is relayed as it arrives; a lie is cut off before its last bytes.
+            good = pip_install(env, tmp_path / "venv-big", wharf.url + "/simple/", "big")
+            assert good.returncode == 0, good.stdout + good.stderr
+            assert (cache / "files" / "big" / big.name).read_bytes() == big.read_bytes()
+            with pytest.raises((IncompleteRead, ConnectionError)):
+                http(f"{wharf.url}/upstream/big-liar/{big_liar.name}")
+            bad = pip_install(env, tmp_path / "venv-big-bad", wharf.url + "/simple/", "big-liar")
+            assert bad.returncode != 0
+            assert cached(cache) == {honest.name, big.name}
+            assert not [p for p in cache.rglob(".*")]
+
             # The true bytes, once upstream stops lying, are taken.
             upstream.lies.clear()
             status, _h, body = http(f"{wharf.url}/upstream/liar/{liar.name}")
             assert status == 200 and hashlib.sha256(body).digest() == hashlib.sha256(liar.read_bytes()).digest()
-            assert cached(cache) == {honest.name, liar.name}
+            assert cached(cache) == {honest.name, big.name, liar.name}
             assert "pa:ss@word" not in wharf.log()
         assert all(upstream.authorized(sent) for _path, sent in upstream.requests)

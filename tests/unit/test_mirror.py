@@ -46,8 +46,8 @@ def test_pip_is_isolated_and_wheel_only_for_other_targets(tmp_path: Path):
     assert "--dry-run" in native and "--only-binary=:all:" not in native and native[-1] == "a>=1"
     assert native[native.index("--index-url") + 1] == "https://up/simple/"
     other = pip_command("https://up/simple/", Path("ca.pem"), 15, Target("3.12", ("win_amd64",), "cp", ("cp312",)),
-                        [], [Path("req.txt")], tmp_path)
-    for pair in (["--python-version", "3.12"], ["--platform", "win_amd64"], ["--implementation", "cp"],
+                        [], [Path("req.txt")], tmp_path, retries=0)
+    for pair in (["--retries", "0"], ["--python-version", "3.12"], ["--platform", "win_amd64"], ["--implementation", "cp"],
                  ["--abi", "cp312"], ["--cert", "ca.pem"], ["-r", "req.txt"]):
         at = other.index(pair[0])
         assert other[at:at + 2] == pair

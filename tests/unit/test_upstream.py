@@ -104,6 +104,12 @@ def test_allow_and_deny_lists(tmp_path: Path, allow, deny, name, allowed):
     assert PullThrough(settings, catalog=None, templates=None).allowed(name) is allowed
 
 
+def test_files_without_a_checkable_hash_are_not_offered():
+    files = (UpstreamFile("a-1.0.tar.gz", "u", {"md5": "00"}), UpstreamFile("b-1.0.tar.gz", "u", {}),
+             UpstreamFile("c-1.0.tar.gz", "u", {"sha512": "ff"}))
+    assert [f.filename for f in PullThrough._servable(files)] == ["c-1.0.tar.gz"]
+
+
 def test_credentials_go_only_to_the_upstream_origin_and_bytes_are_verified(tmp_path: Path):
     wheel = make_wheel(tmp_path / "src", "demo", "1.0")
     with TinyIndex([wheel]) as file_host, \
@@ -200,3 +206,24 @@ def test_without_upstream_url_nothing_changes(tmp_path: Path):
     assert call_wsgi(app, "/upstream/demo/demo-1.0.tar.gz")[0] == 404
     assert "upstream" not in json.loads(call_wsgi(app, "/health")[2])
     assert not cache.exists()
+
+
+def test_large_files_are_relayed_while_verified_and_a_lie_is_cut_short(tmp_path: Path, monkeypatch):
+    monkeypatch.setattr("app.upstream.STREAM_AFTER", 1024)
+    big = make_wheel(tmp_path / "src", "big", "1.0", padding=2_500_000)  # three 1 MiB chunks
+    data = big.read_bytes()
+    with TinyIndex([big]) as upstream:
+        app, _packages, cache = _app(tmp_path, upstream.url())
+        upstream.lies[big.name] = data[:-10] + b"0123456789"  # same length, other bytes
+        with pytest.raises(HashMismatch):
+            call_wsgi(app, f"/upstream/big/{big.name}")  # the server cuts the connection short
+        assert not [p for p in cache.rglob("*") if p.is_file() and p.parent.name == "big"]
+
+        upstream.lies.clear()
+        status, headers, body = call_wsgi(app, f"/upstream/big/{big.name}")
+        assert status == 200 and body == data and headers["content-length"] == str(len(data))
+        assert (cache / "files" / "big" / big.name).read_bytes() == data
+        assert sorted(p.name for p in (cache / "files" / "big").iterdir()) == [big.name]
+        asked = len(upstream.requests)
+        assert call_wsgi(app, f"/upstream/big/{big.name}")[2] == data  # from the cache now
+        assert len(upstream.requests) == asked
