@@ -501,8 +501,10 @@ def register(app: Bottle, settings: Settings, catalog: Catalog, access: Access,
         if welcome is not None:
             return welcome_page()
         index = search_index()
+        pull_through = app.config.get("wharf.upstream")  # app/upstream.py, None when off
         return page("web/home.html", projects=len(index.entries), files=index.file_count,
                     recent=index.recent, takes_uploads=access.takes_uploads,
+                    upstream=pull_through.status() if pull_through is not None else None,
                     needs_login={a: access.protects(a) for a in ("update", "download", "list")}, **urls())
 
     def welcome_page() -> str:

@@ -57,6 +57,8 @@ def test_install_through_cache_survives_upstream_outage_and_local_projects_shado
                 assert next(cache.rglob(name)).read_bytes() == (upstream_dir / name).read_bytes()
             state = health(wharf.url)
             assert state["reachable"] is True and state["cached_files"] == 3
+            status, _h, home = http(wharf.url + "/")
+            assert status == 200 and b"<strong>3</strong> cached files" in home and b"is reachable" in home
 
             # The page is upstream's, rewritten so that files come through Wharf.
             status, _h, body = http(index + "toplib/", headers={"Accept": "application/vnd.pypi.simple.v1+json"})
@@ -88,6 +90,7 @@ def test_install_through_cache_survives_upstream_outage_and_local_projects_shado
             state = health(wharf.url)
             assert state["reachable"] is False and "refused" in state["error"].lower()
             assert state["cached_files"] == 3
+            assert b"<strong>unreachable</strong>" in http(wharf.url + "/")[2]
 
             # Offline, the page offers only what is cached; a project never fetched is a 502.
             status, _h, body = http(index + "toplib/", headers={"Accept": "application/vnd.pypi.simple.v1+json"})
