@@ -21,6 +21,7 @@ import shutil
 import ssl
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -68,9 +69,10 @@ class Run:
     # (section, task name, item or ""), section "TASK" or "HANDLER", for every "changed" line.
     changed: list[tuple[str, str, str]] = field(default_factory=list)
     handlers: list[str] = field(default_factory=list)
+    seconds: float = 0.0
 
     @classmethod
-    def parse(cls, returncode: int, output: str) -> Run:
+    def parse(cls, returncode: int, output: str, host: str = HOST) -> Run:
         run = cls(returncode, output)
         section, task = "", ""
         for line in output.splitlines():
@@ -81,10 +83,10 @@ class Run:
                 if section == "HANDLER":
                     run.handlers.append(task)
                 continue
-            status = re.match(rf"^changed: \[{HOST}\](?: => \(item=(.*?)\))?", line)
+            status = re.match(rf"^changed: \[{host}\](?: => \(item=(.*?)\))?", line)
             if status:
                 run.changed.append((section, task, status.group(1) or ""))
-            recap = re.match(rf"^{HOST}\s+:\s+(.*)$", line)
+            recap = re.match(rf"^{host}\s+:\s+(.*)$", line)
             if recap:
                 run.recap = {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", recap.group(1))}
         return run
@@ -175,9 +177,13 @@ class Provisioned:
 
 
 def run_playbook(inventory: Path, env: dict[str, str], *args: str) -> Run:
+    started = time.monotonic()
     result = subprocess.run([_tool("ansible-playbook"), "-i", str(inventory), "site.yml", *args],
                             cwd=ANSIBLE_DIR, env=env, capture_output=True, text=True, timeout=900)
-    return Run.parse(result.returncode, result.stdout + result.stderr)
+    run = Run.parse(result.returncode, result.stdout + result.stderr)
+    run.seconds = time.monotonic() - started
+    print(f"ansible-playbook {' '.join(args)}: {run.seconds:.0f} s, {run.recap}")
+    return run
 
 
 @pytest.fixture(scope="module")
@@ -258,19 +264,30 @@ def test_ansible_lint_passes_on_role_and_playbook() -> None:
     assert "0 failure(s), 0 warning(s)" in result.stdout + result.stderr
 
 
+def run_role_locally(work: Path, tasks_from: str, extra: dict, facts: bool = False) -> Run:
+    """One task file of the role against this machine, inside ``work``, without its handlers."""
+    playbook = work / f"{tasks_from}.yml"
+    playbook.write_text(json.dumps([{
+        "name": f"Run the role's {tasks_from} tasks", "hosts": "localhost",
+        "gather_facts": facts, "gather_subset": ["min"],
+        "tasks": [{"name": "Run them", "ansible.builtin.include_role": {"name": "wharf", "tasks_from": tasks_from}},
+                  # No handlers: there are no services here to reload.
+                  {"name": "Stop before the handlers", "ansible.builtin.meta": "end_play"}],
+    }]))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("WHARF_", "ANSIBLE_"))}
+    env.update(ANSIBLE_ROLES_PATH=str(ANSIBLE_DIR / "roles"), ANSIBLE_NOCOLOR="1", ANSIBLE_HOME=str(work / ".ansible"))
+    result = subprocess.run([_tool("ansible-playbook"), "-i", "localhost,", "-c", "local",
+                             "-e", f"ansible_python_interpreter={sys.executable}", "-e", json.dumps(extra),
+                             str(playbook)], cwd=work, env=env, capture_output=True, text=True, timeout=300)
+    return Run.parse(result.returncode, result.stdout + result.stderr, host="localhost")
+
+
 def test_role_writes_what_wharf_render_writes(tmp_path: Path) -> None:
     """The role's configs are byte for byte what `wharf render` makes of the app's settings."""
     from app import deploy
     from app.settings import Settings
 
     config_dir = tmp_path / "etc"
-    playbook = tmp_path / "render.yml"
-    playbook.write_text(json.dumps([{
-        "name": "Render the deploy configs only", "hosts": "localhost", "gather_facts": False,
-        "tasks": [{"name": "Render", "ansible.builtin.include_role": {"name": "wharf", "tasks_from": "configs"}},
-                  # No handlers: there are no services here to reload.
-                  {"name": "Stop before the handlers", "ansible.builtin.meta": "end_play"}],
-    }]))
     extra = {
         "wharf_config_dir": str(config_dir),
         "wharf_group": grp.getgrgid(os.getgid()).gr_name,
@@ -282,12 +299,8 @@ def test_role_writes_what_wharf_render_writes(tmp_path: Path) -> None:
         "wharf_ocsp_stapling": False,
         "wharf_listen": ["*", "::"],
     }
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("WHARF_", "ANSIBLE_"))}
-    env.update(ANSIBLE_ROLES_PATH=str(ANSIBLE_DIR / "roles"), ANSIBLE_NOCOLOR="1", ANSIBLE_HOME=str(tmp_path / "home"))
-    result = subprocess.run([_tool("ansible-playbook"), "-i", "localhost,", "-c", "local",
-                             "-e", f"ansible_python_interpreter={sys.executable}", "-e", json.dumps(extra),
-                             str(playbook)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    run = run_role_locally(tmp_path, "configs", extra)
+    assert run.returncode == 0, run.explain()
 
     # The settings the app will run with are those of the env file the role wrote.
     environ = dict(line.split("=", 1) for line in (config_dir / "wharf.env").read_text().splitlines()
@@ -306,6 +319,88 @@ def test_role_writes_what_wharf_render_writes(tmp_path: Path) -> None:
     assert oct((config_dir / "wharf.env").stat().st_mode & 0o777) == "0o640"
 
 
+def test_tls_tasks_issue_reissue_copy_and_check(tmp_path: Path, test_ca) -> None:
+    """The certificate tasks, run here on files under tmp_path (openssl is the real one)."""
+    tls = tmp_path / "tls"
+    paths = {"wharf_tls_cert": str(tls / "server.crt"), "wharf_tls_key": str(tls / "server.key"),
+             "wharf_tls_ca_dir": str(tmp_path / "ca"), "wharf_tls_ca_fetch": str(tmp_path / "fetched-ca.crt")}
+
+    def verify(*names: str) -> None:
+        for name in names:
+            check = subprocess.run(["openssl", "verify", "-CAfile", str(tmp_path / "fetched-ca.crt"),
+                                    "-verify_hostname", name, str(tls / "server.crt")], capture_output=True, text=True)
+            assert check.returncode == 0, check.stdout + check.stderr
+
+    # A local CA and a certificate it signed for the server name; the key is the owner's only.
+    first = run_role_locally(tmp_path, "tls", {**paths, "wharf_server_name": "pypi.example.com"}, facts=True)
+    assert first.returncode == 0, first.explain()
+    verify("pypi.example.com")
+    assert oct((tls / "server.key").stat().st_mode & 0o777) == "0o600"
+    assert oct((tmp_path / "ca/ca.key").stat().st_mode & 0o777) == "0o600"
+    issued = (tls / "server.crt").read_bytes()
+    # (A second run changing nothing is shown on the container, below.)
+    # Another name: a new certificate from the same CA (which clients already trust).
+    ca = (tmp_path / "ca/ca.crt").read_bytes()
+    renamed = run_role_locally(tmp_path, "tls", {**paths, "wharf_server_name": "pypi.example.com",
+                                                 "wharf_tls_alt_names": ["DNS:pypi"]}, facts=True)
+    assert renamed.returncode == 0, renamed.explain()
+    assert ("TASK", "Issue the server certificate from the local CA", "") in renamed.changed
+    assert (tls / "server.crt").read_bytes() != issued and (tmp_path / "ca/ca.crt").read_bytes() == ca
+    verify("pypi.example.com", "pypi")
+
+    # A certificate of the user's own is copied as it is.
+    own = {**paths, "wharf_tls_cert_src": str(test_ca.cert), "wharf_tls_key_src": str(test_ca.key)}
+    copied = run_role_locally(tmp_path, "tls", own, facts=True)
+    assert copied.returncode == 0, copied.explain()
+    assert (tls / "server.crt").read_bytes() == test_ca.cert.read_bytes()
+    assert (tls / "server.key").read_bytes() == test_ca.key.read_bytes()
+    assert oct((tls / "server.key").stat().st_mode & 0o777) == "0o600"
+    assert test_ca.key.read_text() not in copied.output
+
+    # Managed elsewhere (certbot): only checked, and a missing one is a clear failure.
+    elsewhere = {"wharf_tls_local_ca": False, "wharf_tls_cert": str(tmp_path / "none.crt"),
+                 "wharf_tls_key": str(tmp_path / "none.key")}
+    missing = run_role_locally(tmp_path, "tls", elsewhere, facts=True)
+    assert missing.returncode != 0 and "must already be at" in missing.output
+
+
+def test_htpasswd_module_changes_only_what_differs(tmp_path: Path) -> None:
+    """The role's wharf_htpasswd module: bcrypt entries, kept while they verify."""
+    from passlib.apache import HtpasswdFile
+
+    path = tmp_path / "htpasswd"
+    path.write_text("bob:s3cret-3\n")  # plaintext, which the app refuses
+    steps = [  # (arguments, changed?)
+        ({"name": "alice", "password": "s3cret-1", "mode": "0640"}, True),
+        ({"name": "alice", "password": "s3cret-1", "mode": "0640"}, False),  # no new salt
+        ({"name": "alice", "password": "s3cret-2"}, True),
+        ({"name": "bob", "password": "s3cret-3"}, True),  # verifies, but is not bcrypt
+        ({"name": "carol", "state": "absent"}, False),
+        ({"name": "alice", "state": "absent"}, True),
+        ({"name": "alice", "state": "absent"}, False),
+    ]
+    playbook = tmp_path / "htpasswd.yml"
+    playbook.write_text(json.dumps([{
+        "name": "Use wharf_htpasswd", "hosts": "localhost", "gather_facts": False,
+        "tasks": [{"name": f"Step {i}", "wharf_htpasswd": {"path": str(path), **args}, "no_log": True}
+                  for i, (args, _) in enumerate(steps)],
+    }]))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ANSIBLE_")}
+    env.update(ANSIBLE_LIBRARY=str(ANSIBLE_DIR / "roles/wharf/library"), ANSIBLE_NOCOLOR="1",
+               ANSIBLE_HOME=str(tmp_path / "home"))
+    result = subprocess.run([_tool("ansible-playbook"), "-i", "localhost,", "-c", "local",
+                             "-e", f"ansible_python_interpreter={sys.executable}", str(playbook)],
+                            env=env, capture_output=True, text=True, timeout=300)
+    run = Run.parse(result.returncode, result.stdout + result.stderr, host="localhost")
+    assert run.returncode == 0, run.explain()
+    assert "s3cret" not in run.output
+    assert [task for _, task, _ in run.changed] == [f"Step {i}" for i, (_, changed) in enumerate(steps) if changed]
+    users = HtpasswdFile(str(path))
+    assert users.users() == ["bob"] and users.get_hash("bob").startswith(b"$2")
+    assert users.check_password("bob", "s3cret-3")
+    assert oct(path.stat().st_mode & 0o777) == "0o640"
+
+
 def test_first_run_provisions_and_second_changes_nothing(provisioned: Provisioned) -> None:
     first, second = provisioned.first, provisioned.second
     assert first.recap["failed"] == 0 and first.recap["changed"] > 0, first.explain()
@@ -316,8 +411,13 @@ def test_first_run_provisions_and_second_changes_nothing(provisioned: Provisione
     # The services the role started: gunicorn as the wharf user under supervisord, nginx.
     status = provisioned.shell("supervisorctl status wharf")
     assert "RUNNING" in status, status
-    owners = provisioned.shell("ps -o user= -C gunicorn,python3 | sort -u")
-    assert "wharf" in owners.split(), owners
+    # (No ps in a minimal Debian: the owners of the gunicorn processes, from /proc.)
+    owners = provisioned.podman("exec", provisioned.target.name, "python3", "-c", (
+        "import os, pwd\n"
+        "for p in os.listdir('/proc'):\n"
+        "    if p.isdigit() and int(p) != os.getpid() and b'gunicorn' in open(f'/proc/{p}/cmdline', 'rb').read():\n"
+        "        print(pwd.getpwuid(os.stat(f'/proc/{p}').st_uid).pw_name)\n")).stdout
+    assert set(owners.split()) == {"wharf"}, owners
     htpasswd = provisioned.shell("stat -c '%U:%G %a' /etc/wharf/htpasswd; cut -d: -f1,2 /etc/wharf/htpasswd")
     assert htpasswd.startswith("root:wharf 640"), htpasswd
     assert f"{provisioned.user}:$2" in htpasswd, "the user's entry is not a bcrypt hash"

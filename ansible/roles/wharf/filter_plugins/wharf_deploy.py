@@ -59,6 +59,11 @@ def _as_text(value: Any) -> str:
     return str(value)
 
 
+def wharf_setting_variables(source: str) -> list[str]:
+    """The role variable of each Wharf setting: ``wharf_<field>``, in settings order."""
+    return [PREFIX + f.name for f in dataclasses.fields(_deploy_module(source).Settings)]
+
+
 def wharf_deploy_templates(source: str, target: str) -> list[str]:
     """The templates (relative to deploy/) that ``wharf render TARGET`` renders."""
     return list(_deploy_module(source).templates_for([target]))
@@ -87,10 +92,11 @@ def wharf_deploy_context(variables: dict[str, Any], source: str) -> dict[str, An
 
 
 class FilterModule:
-    """wharf_deploy_context, wharf_deploy_templates."""
+    """wharf_deploy_context, wharf_deploy_templates, wharf_setting_variables."""
 
     def filters(self) -> dict[str, Any]:
         return {
             "wharf_deploy_context": wharf_deploy_context,
             "wharf_deploy_templates": wharf_deploy_templates,
+            "wharf_setting_variables": wharf_setting_variables,
         }

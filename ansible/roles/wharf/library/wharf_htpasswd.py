@@ -72,8 +72,8 @@ def main() -> None:
     try:
         from passlib.apache import HtpasswdFile
     except ImportError:
-        module.fail_json(msg="passlib is not importable by %s: run this module with the Python of "
-                             "Wharf's virtual environment" % module._name)  # noqa: UP031 (module style)
+        module.fail_json(msg="passlib is not importable: run wharf_htpasswd with the Python of "
+                             "Wharf's virtual environment (ansible_python_interpreter)")
 
     path, name, password, state = (module.params[k] for k in ("path", "name", "password", "state"))
     if ":" in name or "\n" in name or not name:
@@ -85,7 +85,10 @@ def main() -> None:
     users = HtpasswdFile(path, new=not exists, default_scheme="bcrypt")
     changed = False
     if state == "present":
-        if not users.check_password(name, password):
+        # An entry is kept only if it verifies and is bcrypt: passlib would also verify a
+        # plaintext entry, which the app refuses.
+        current = users.get_hash(name)
+        if not (current and current.startswith(b"$2") and users.check_password(name, password)):
             users.set_password(name, password)
             changed = True
     elif users.delete(name):
