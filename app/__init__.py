@@ -12,7 +12,7 @@ import bottle
 import jinja2
 
 from . import auth_request, files, health, simple_api, upload, upstream, web
-from .auth import Access
+from .auth import Access, Refusal
 from .catalog import Catalog
 from .proxy import ProxyHeaders
 from .settings import Settings
@@ -26,7 +26,9 @@ log = logging.getLogger("wharf")
 def _plain_error(error: bottle.HTTPError) -> str:
     """Errors as one line of text: uv shows the body, twine the reason phrase."""
     bottle.response.set_header("Content-Type", "text/plain; charset=utf-8")
-    if error.status_code >= 500:
+    # A Refusal is an answer the app chose, with its reason (507: the disk is full); other
+    # 5xx are failures, whose details stay in the log.
+    if error.status_code >= 500 and not isinstance(error, Refusal):
         log.error("%s %s failed: %s", bottle.request.method, bottle.request.path, error.exception,
                   exc_info=error.exception if isinstance(error.exception, BaseException) else None)
         return f"{error.status_line}: internal error\n"

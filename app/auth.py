@@ -165,7 +165,7 @@ class Access:
             return None
         try:
             decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
-        except (binascii.Error, UnicodeDecodeError):
+        except (binascii.Error, UnicodeDecodeError, ValueError):  # ValueError: not ASCII at all
             return None
         user, sep, password = decoded.partition(":")
         return (user, password) if sep else None

@@ -16,6 +16,7 @@ polls the journal and reloads just the projects that changed.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hashlib
 import json
@@ -344,8 +345,13 @@ class Catalog:
         if key is None:
             return None
         conn = self._db()
-        with _transaction(conn):
-            project = _index_file(self, conn, 0, relpath, key, hashes)
+        try:
+            with _transaction(conn):
+                project = _index_file(self, conn, 0, relpath, key, hashes)
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorcode == sqlite3.SQLITE_FULL:  # callers handle a full disk as OSError
+                raise OSError(errno.ENOSPC, f"cannot index {relpath}: {exc}") from exc
+            raise
         self.sync()
         return self.find(relpath) if project else None
 
@@ -425,10 +431,14 @@ def _transaction(conn: sqlite3.Connection):
     conn.execute("BEGIN IMMEDIATE")
     try:
         yield conn
+        conn.execute("COMMIT")
     except BaseException:
-        conn.execute("ROLLBACK")
+        # A failed COMMIT (a full disk) may leave the transaction open; the next BEGIN
+        # on this connection would then fail for good.
+        if conn.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
         raise
-    conn.execute("COMMIT")
 
 
 def _index_file(catalog: Catalog, conn: sqlite3.Connection, root: int, relpath: str, key: FileKey,

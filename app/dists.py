@@ -27,6 +27,8 @@ MAX_METADATA_BYTES = 8 * 1024 * 1024
 # How far into an sdist we look for PKG-INFO before giving up.
 MAX_TAR_MEMBERS = 1000
 MAX_TAR_OFFSET = 64 * 1024 * 1024
+# Most members an uploaded archive may have (the biggest wheels on PyPI have ~30,000).
+MAX_ARCHIVE_MEMBERS = 100_000
 
 SDIST_SUFFIXES = (".tar.gz", ".zip")
 # Older formats pypiserver also serves; pip no longer installs most of them but
@@ -169,6 +171,10 @@ def _tar_pkg_info(path: Path) -> bytes | None:
                     raise InvalidDistribution(f"{path.name}: PKG-INFO is too large")
                 stream = archive.extractfile(member)
                 return _read_capped(stream, "PKG-INFO") if stream else None
+            # Going on skips this member, which means inflating all of it (a gzip bomb's
+            # gigabytes of zeros): stop before, not after.
+            if member.offset_data + member.size > MAX_TAR_OFFSET:
+                return None
     return None
 
 
@@ -180,18 +186,88 @@ def check_archive(path: Path, dist: DistName, filename: str | None = None) -> No
     lower = (filename or path.name).lower()
     try:
         if dist.packagetype == "bdist_wheel" or lower.endswith((".zip", ".egg")):
+            _check_zip_directory(path)
             with zipfile.ZipFile(path) as archive:
                 _check_zip_layout(archive, path.stat().st_size, path.name)
             if dist.packagetype == "bdist_wheel":
                 _wheel_metadata(path, dist)
         elif lower.endswith((".tar.gz", ".tgz", ".tar.bz2", ".tbz", ".tar.xz", ".txz", ".tar")):
             with tarfile.open(path, mode="r:*") as archive:
-                if archive.next() is None:
-                    raise InvalidDistribution(f"{path.name}: empty archive")
+                _check_tar_layout(archive, path.stat().st_size, path.name)
     except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError, ValueError, RuntimeError) as exc:
         if isinstance(exc, InvalidDistribution):
             raise
         raise InvalidDistribution(f"{path.name}: not a readable archive ({exc})") from None
+
+
+def _decompression_budget(size: int) -> int:
+    # Ten times the file, at least 256 MiB, at most 4 GiB: real archives fit, bombs do not.
+    return min(max(10 * size, 256 * 1024 * 1024), 4 * 1024 * 1024 * 1024)
+
+
+def _check_tar_layout(archive: tarfile.TarFile, size: int, name: str) -> None:
+    """Walk every member header and read the stream to its end, within a budget.
+
+    The end is where truncation shows (a cut gzip stream, a wrong CRC in its trailer); the
+    budget is checked before each member is skipped, since skipping one inflates it.
+    """
+    budget = _decompression_budget(size)
+    count = 0
+    while (member := archive.next()) is not None:
+        count += 1
+        if count > MAX_ARCHIVE_MEMBERS:
+            raise InvalidDistribution(f"{name}: more than {MAX_ARCHIVE_MEMBERS} members")
+        if member.offset_data + member.size > budget:
+            raise InvalidDistribution(f"{name}: decompresses to far more than its size (tar bomb?)")
+    if count == 0:
+        raise InvalidDistribution(f"{name}: empty archive")
+    stream = archive.fileobj
+    read = archive.offset
+    while chunk := stream.read(1024 * 1024):
+        read += len(chunk)
+        if read > budget:
+            raise InvalidDistribution(f"{name}: decompresses to far more than its size (tar bomb?)")
+
+
+_EOCD = b"PK\x05\x06"
+_EOCD64_LOCATOR = b"PK\x06\x07"
+_EOCD64 = b"PK\x06\x06"
+_CENTRAL_ENTRY = b"PK\x01\x02"
+
+
+def _check_zip_directory(path: Path) -> None:
+    """Count a zip's members in its central directory before zipfile reads them all.
+
+    zipfile builds an object of ~500 bytes for every entry of the central directory,
+    whatever count the end record claims: a 100 MB upload of empty members would cost
+    the worker gigabytes. Walking the directory here costs no memory.
+    """
+    with open(path, "rb") as stream:
+        size = stream.seek(0, 2)
+        tail_size = min(size, 22 + 65535 + 20)  # end record, its comment, the zip64 locator
+        stream.seek(size - tail_size)
+        tail = stream.read()
+        at = tail.rfind(_EOCD)
+        if at < 0 or len(tail) - at < 22:
+            return  # not a zip: zipfile says so
+        directory_size = int.from_bytes(tail[at + 12:at + 16], "little")
+        end = size - tail_size + at  # where the directory ends
+        locator = at - 20
+        if locator >= 0 and tail[locator:locator + 4] == _EOCD64_LOCATOR:
+            record = int.from_bytes(tail[locator + 8:locator + 16], "little")
+            stream.seek(min(record, size))
+            head = stream.read(56)
+            if head[:4] == _EOCD64:
+                directory_size = int.from_bytes(head[40:48], "little")
+                end = size - tail_size + locator - 56  # the zip64 record sits before its locator
+        stream.seek(max(end - directory_size, 0))
+        count = 0
+        while (entry := stream.read(46))[:4] == _CENTRAL_ENTRY and len(entry) == 46:
+            count += 1
+            if count > MAX_ARCHIVE_MEMBERS:
+                raise InvalidDistribution(f"{path.name}: more than {MAX_ARCHIVE_MEMBERS} members")
+            name, extra, comment = (int.from_bytes(entry[i:i + 2], "little") for i in (28, 30, 32))
+            stream.seek(name + extra + comment, 1)
 
 
 def _check_zip_layout(archive: zipfile.ZipFile, size: int, name: str) -> None:
@@ -203,7 +279,9 @@ def _check_zip_layout(archive: zipfile.ZipFile, size: int, name: str) -> None:
     members = archive.infolist()
     if not members:
         raise InvalidDistribution(f"{name}: empty archive")
-    budget = min(max(10 * size, 256 * 1024 * 1024), 4 * 1024 * 1024 * 1024)
+    if len(members) > MAX_ARCHIVE_MEMBERS:
+        raise InvalidDistribution(f"{name}: more than {MAX_ARCHIVE_MEMBERS} members")
+    budget = _decompression_budget(size)
     for info in members:
         if info.header_offset + info.compress_size > size:
             raise InvalidDistribution(f"{name}: zip member {info.filename!r} lies outside the file")

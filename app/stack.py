@@ -161,8 +161,14 @@ def prepare(settings: Settings) -> Path:
     """Directories and rendered configs; the path of supervisord's config."""
     if shutil.which(settings.nginx_path) is None:
         raise StackError(f"nginx not found at {settings.nginx_path} (apt-get install nginx, or --nginx-path)")
+    # The logs name every project and user that was asked for, and the cache holds the pages
+    # themselves: on a private index neither is for the machine's other users.
+    private = (settings.log_dir, settings.cache_path)
     for directory in (settings.log_dir, settings.run_dir / "nginx", settings.cache_path, *settings.packages):
-        directory.mkdir(parents=True, exist_ok=True)
+        if not directory.exists():
+            directory.mkdir(parents=True)
+            if directory in private:
+                directory.chmod(0o750)
     deploy.write(settings, settings.config_dir)
     nginx_conf = settings.config_dir / "nginx" / "nginx.conf"
     check = subprocess.run([settings.nginx_path, "-t", "-q", "-c", str(nginx_conf),

@@ -114,8 +114,16 @@ class LocalStorage:
         directory.mkdir(parents=True, exist_ok=True)
         tmp = directory / f".upload-{secrets.token_hex(8)}-{filename}.part"
         try:
-            with open(tmp, "xb") as stream:
+            stream = open(tmp, "xb")
+            try:
                 yield stream, tmp
+            except BaseException:
+                # Closing flushes what is still buffered, which fails as the write did (a
+                # full disk): that second error must not hide the first.
+                with contextlib.suppress(OSError):
+                    stream.close()
+                raise
+            stream.close()
         finally:
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()

@@ -35,12 +35,12 @@ from urllib.parse import parse_qsl
 import jinja2
 from bottle import Bottle, HTTPError, request, response
 from multipart import MultipartError, MultipartSegment, PushMultipartParser, parse_options_header
-from packaging.utils import canonicalize_name
+from packaging.utils import InvalidName, canonicalize_name
 from packaging.version import InvalidVersion, Version
 
 from .auth import Access, Refusal
 from .catalog import Catalog, DistFile
-from .dists import DistName, InvalidDistribution, check_archive, parse_filename
+from .dists import CoreMetadata, DistName, InvalidDistribution, check_archive, parse_filename, read_core_metadata
 from .settings import Settings
 from .storage import new_hasher
 
@@ -151,6 +151,14 @@ def upload_filename(filename: str | None) -> DistName:
         raise Refusal(400, f"invalid distribution filename: {exc}") from None
     if dist.packagetype not in UPLOAD_TYPES:
         raise Refusal(400, f"{filename}: {dist.packagetype} files are not accepted; upload wheels or sdists")
+    # packaging parses "ｆｒｅｓｈ-1.0.tar.gz" or "a b-1.0.tar.gz" without complaint; such a
+    # project could never be installed (or even reached under /simple/) and only looks like
+    # another one, so a published name must be a PEP 508 name: ASCII letters, digits, . _ -
+    try:
+        canonicalize_name(dist.name, validate=True)
+    except InvalidName:
+        raise Refusal(400, f"{filename}: {dist.name!r} is not a valid project name "
+                           "(ASCII letters, digits, '.', '_' and '-', starting and ending with a letter or digit)") from None
     return dist
 
 
@@ -349,7 +357,9 @@ class Publisher:
                 return self.yank(form, user, action == "yank")
         except HTTPError as error:
             body.drain()
-            if error.status_code < 500 or error.status_code == 507:
+            if error.status_code == 507:  # the operator has to make room
+                log.error("refused %s from %s (user %s): %s", request.path, self.client(), user or "-", error.body)
+            elif error.status_code < 500:
                 log.info("refused %s from %s (user %s): %s", request.path, self.client(), user or "-", error.body)
             raise
 
@@ -381,7 +391,36 @@ class Publisher:
         except InvalidDistribution as exc:
             message = str(exc).replace(received.path.name, filename)
             raise Refusal(400, f"not a valid {dist.packagetype} file: {message}") from None
+        self._check_metadata(received, dist, filename)
         return self._publish(received, user)
+
+    @staticmethod
+    def _check_metadata(received: Received, dist: DistName, filename: str) -> None:
+        """The archive's own metadata must name the project and version its file name does.
+
+        pip refuses to install a file whose METADATA disagrees with its name, and the
+        index would list it under one name while it installs as another.
+        """
+        try:
+            data = read_core_metadata(received.path, dist)
+        except InvalidDistribution as exc:
+            message = str(exc).replace(received.path.name, filename)
+            raise Refusal(400, f"not a valid {dist.packagetype} file: {message}") from None
+        if data is None:
+            return  # an old sdist without PKG-INFO: nothing to compare
+        try:
+            metadata = CoreMetadata.parse(data)
+        except Exception as exc:  # hostile bytes may fail the email parser in its own ways
+            raise Refusal(400, f"{filename}: unreadable core metadata ({type(exc).__name__})") from None
+        if metadata.name is not None and canonicalize_name(metadata.name) != dist.project:
+            raise Refusal(400, f"{filename}: its metadata names the project {metadata.name[:100]!r}")
+        if metadata.version is not None:
+            try:
+                same = Version(metadata.version) == dist.version
+            except InvalidVersion:
+                same = False
+            if not same:
+                raise Refusal(400, f"{filename}: its metadata says version {metadata.version[:100]!r}")
 
     @staticmethod
     def _check_digests(form: Form, received: Received) -> None:
@@ -418,7 +457,17 @@ class Publisher:
                 raise Refusal(507, "not enough disk space on the index for this file") from None
             raise
         hashes = {name: received.digests[name] for name in self.catalog.algorithms}
-        self.catalog.record(relpath, hashes)
+        try:
+            self.catalog.record(relpath, hashes)
+        except OSError as exc:
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            # The file fitted, the catalog's record of it did not. Take a new file back, so
+            # the client's failure is the whole truth (a replaced file cannot be taken back;
+            # the catalog picks it up once there is room).
+            if existing is None:
+                self.storage.delete(0, relpath)
+            raise Refusal(507, "not enough disk space on the index to record this file") from None
         replaced = " (replacing the previous file)" if existing is not None else ""
         log.info("uploaded %s%s, %d bytes, sha256 %s, by %s from %s",
                  filename, replaced, received.size, sha256, user, self.client())
