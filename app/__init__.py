@@ -65,7 +65,7 @@ def create_app(settings: Settings, *, watch: bool = True) -> bottle.Bottle:
     app.config["wharf.upstream"] = pull_through  # web pages: pull_through.status()
     simple_api.register(app, settings, catalog, access, env, upstream=pull_through)
     files.register(app, settings, catalog, access, env)
-    health.register(app, settings, catalog, upstream=pull_through)
+    health.register(app, settings, catalog, access, upstream=pull_through)
     web.register(app, settings, catalog, access, env)
     upload.register(app, settings, catalog, access, env)
     auth_request.register(app, settings, access)  # nginx asks before serving protected cache entries
