@@ -19,6 +19,7 @@ import json
 import os
 import platform
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -101,6 +102,37 @@ def start_cache(work: Path, wharf: Server, data: dataset.Dataset, static: Path, 
     return cache, ceiling
 
 
+def link_tree(source: Path, target: Path) -> Path:
+    """A hard-linked copy of a directory tree (a real copy across filesystems).
+
+    pypiserver's cached-dir backend watches its directory with inotify: every file another
+    server opens there would wake its watchdog threads and empty its cache, slowing both.
+    """
+    for directory, _dirs, files in os.walk(source):
+        out = target / Path(directory).relative_to(source)
+        out.mkdir(parents=True, exist_ok=True)
+        for name in files:
+            try:
+                os.link(Path(directory) / name, out / name)
+            except FileExistsError:
+                pass
+            except OSError:
+                shutil.copy2(Path(directory) / name, out / name)
+    return target
+
+
+def app_alone(wharf_args: dict, static: Path, data: dataset.Dataset) -> dict:
+    """bench.inprocess in a fresh process: Wharf's and the floor's own cost per request."""
+    cmd = [sys.executable, "-m", "bench.inprocess", *map(str, wharf_args["packages"]),
+           "--state", str(wharf_args["state_dir"]), "--static", str(static),
+           "--project", data.project, "--download", data.download]
+    out = subprocess.run(cmd, capture_output=True, text=True, cwd=Path(__file__).resolve().parent.parent,
+                         env={k: v for k, v in os.environ.items() if not k.startswith("WHARF_")})
+    if out.returncode != 0:
+        return {"error": out.stderr.strip()[-600:]}
+    return json.loads(out.stdout)
+
+
 def drain(server: Server, path: str) -> None:
     """Wait until a server has answered what wrk left queued (slow servers keep working)."""
     if server.kind == "python":
@@ -131,8 +163,10 @@ def run_size(size: int, args: argparse.Namespace, work: Path, notes: list[str]) 
         log(f"wharf started cold in {result['start_s']['wharf_cold']}s, warm in {result['start_s']['wharf']}s")
         static = work / "static"
         capture_static(servers["wharf"], data, static)
+        result["inprocess_us"] = app_alone(wharf_args, static, data)
+        log(f"app alone, us/request: {result['inprocess_us']}")
         if "pypiserver" in args.servers:
-            servers["pypiserver"] = Pypiserver(work, data.packages).start(probe)
+            servers["pypiserver"] = Pypiserver(work, link_tree(data.packages, work / "pypiserver-packages")).start(probe)
             result["start_s"]["pypiserver"] = round(servers["pypiserver"].start_seconds, 2)
             log(f"pypiserver started in {result['start_s']['pypiserver']}s")
         if "floor" in args.servers:
@@ -246,6 +280,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, default=dataset.DATA_DIR, help="dataset cache")
     parser.add_argument("--out", type=Path, default=RESULTS, help="where results go")
     parser.add_argument("--keep-work", action="store_true", help="keep the temporary work directory")
+    parser.add_argument("--nice", type=int, default=0,
+                        help="niceness for the run and every server and wrk it starts (e.g. -5 as root,"
+                             " to be less disturbed by other work on the machine)")
     args = parser.parse_args(argv)
     args.sizes = [int(s) for s in args.sizes.split(",") if s]
     args.servers = {s for s in args.servers.split(",") if s} | {"wharf"}
@@ -255,16 +292,23 @@ def main(argv: list[str] | None = None) -> int:
     if "pypiserver" in args.servers:
         ensure_pypiserver()
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.nice:
+        os.nice(args.nice)
+    # A plain `kill` must still stop every server this run started (the finally blocks).
+    signal.signal(signal.SIGTERM, lambda _signum, _frame: sys.exit(143))
 
     notes = [
         f"{os.cpu_count()} CPU cores shared by the servers, wrk and anything else running: figures are noisy;"
         f" each figure is the best of {args.repeats} interleaved round(s) of {args.duration:g}s.",
-        "Python servers: gunicorn --workers 2 --worker-class sync, no access log; nginx: 2 workers, no access log.",
+        "Python servers: the same gunicorn command line (--workers 2 --worker-class sync, no access log);"
+        " nginx: 2 worker processes." + (f" Run at niceness {args.nice}." if args.nice else ""),
         ("Wharf through nginx: the site `wharf render` writes from deploy/nginx (HTTPS, HTTP/2, access log),"
          " in front of the same Wharf; the ceiling nginx uses the same TLS settings and access log."
          if deploy_templates_available() else
          "Wharf through nginx: bench/nginx/cache.conf.j2 (plain HTTP), deploy templates not available."),
-        "pypiserver serves no PEP 691 JSON: its project_json figures are its HTML page (it ignores Accept).",
+        "pypiserver serves no PEP 691 JSON: its project_json figures are its HTML page (it ignores Accept)."
+        " It serves a hard-linked copy of the dataset: its inotify watcher would otherwise wake on every"
+        " file the other servers open.",
     ]
     results = {"generated": datetime.datetime.now().isoformat(timespec="seconds"), "machine": machine(),
                "settings": {"duration_s": args.duration, "repeats": args.repeats, "wrk_threads": 1,
