@@ -295,14 +295,20 @@ class Catalog:
             self.view = _make_view(projects, self.view.serial + 1)
 
     def catch_up(self) -> None:
-        """Apply other processes' changes now (one indexed query when there are none).
+        """Apply other processes' changes now (one pragma when there are none).
 
         Called before each request, so an upload or yank answered by one worker is seen by
         the next request whichever worker takes it; skipped if this process is syncing.
         """
+        # PRAGMA data_version changes only when another connection commits, and costs no
+        # table read: most requests stop here.
+        version = self._db().execute("PRAGMA data_version").fetchone()[0]
+        if version == getattr(self._local, "data_version", None):
+            return
         if self._sync_lock.acquire(blocking=False):
             try:
                 self.sync()
+                self._local.data_version = version
             finally:
                 self._sync_lock.release()
 
