@@ -13,6 +13,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from tests.deploy.podman import Podman
+
 
 @dataclass(frozen=True)
 class LocalCA:
@@ -72,3 +74,13 @@ def make_test_ca(directory: Path) -> LocalCA:
 @pytest.fixture(scope="session")
 def test_ca(tmp_path_factory: pytest.TempPathFactory) -> LocalCA:
     return make_test_ca(tmp_path_factory.mktemp("test-ca"))
+
+
+@pytest.fixture(scope="module")
+def podman() -> Podman:
+    """podman configured as tests/deploy/podman.py sets it up; skips where it cannot run."""
+    podman = Podman()
+    reason = podman.unusable()
+    if reason:
+        pytest.skip(f"podman is not usable here: {reason}")
+    return podman

@@ -114,15 +114,6 @@ def wheelhouse(tmp_path_factory) -> Path:
     return wheels
 
 
-@pytest.fixture(scope="module")
-def podman() -> Podman:
-    podman = Podman()
-    reason = podman.unusable()
-    if reason:
-        pytest.skip(f"podman is not usable here: {reason}")
-    return podman
-
-
 @dataclass
 class Target:
     name: str

@@ -68,15 +68,6 @@ def ensure_wheelhouse() -> None:
 
 # --- fixtures: the image, podman's API, and the compose project ---------------------------
 @pytest.fixture(scope="module")
-def podman() -> Podman:
-    podman = Podman()
-    reason = podman.unusable()
-    if reason:
-        pytest.skip(f"podman is not usable here: {reason}")
-    return podman
-
-
-@pytest.fixture(scope="module")
 def image(podman: Podman, tmp_path_factory) -> str:
     """The image, built from the repository as a user would, offline (layers cached)."""
     ensure_base_image(podman, tmp_path_factory.mktemp("base"))
