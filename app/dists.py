@@ -14,6 +14,7 @@ from pathlib import Path
 
 from packaging.metadata import parse_email
 from packaging.utils import (
+    InvalidName,
     InvalidSdistFilename,
     InvalidWheelFilename,
     canonicalize_name,
@@ -54,6 +55,14 @@ class DistName:
     name: str  # as spelled in the filename
     version: Version
     packagetype: str  # Warehouse's names: bdist_wheel, sdist, bdist_egg, ...
+
+
+def project_name(name: str) -> str | None:
+    """The PEP 503 form of a valid PEP 508 project name, or None if ``name`` is not one."""
+    try:
+        return canonicalize_name(name, validate=True)
+    except InvalidName:
+        return None
 
 
 def has_dist_suffix(filename: str) -> bool:

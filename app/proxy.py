@@ -89,8 +89,11 @@ def _bad_request(start_response: Callable, message: str):
     return [body]
 
 
-def external_url(environ: dict, path: str) -> str:
-    """The absolute URL of ``path`` (relative to the app's root) as the client sees it."""
+def external_url(environ: dict, path: str, *, keep_query: bool = False) -> str:
+    """The absolute URL of ``path`` (relative to the app's root) as the client sees it,
+    with this request's query string when ``keep_query``."""
     scheme = environ.get("wsgi.url_scheme", "http")
     host = environ.get("HTTP_HOST") or f"{environ.get('SERVER_NAME', 'localhost')}:{environ.get('SERVER_PORT', '80')}"
-    return f"{scheme}://{host}{environ.get('SCRIPT_NAME', '').rstrip('/')}{path}"
+    url = f"{scheme}://{host}{environ.get('SCRIPT_NAME', '').rstrip('/')}{path}"
+    query = environ.get("QUERY_STRING") if keep_query else None
+    return f"{url}?{query}" if query else url

@@ -7,18 +7,17 @@ them are relative, so one rendering serves every host name and path prefix.
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from urllib.parse import quote
 
 import jinja2
 from bottle import Bottle, HTTPError, HTTPResponse, redirect, request, response
-from packaging.utils import canonicalize_name
 
 from .auth import Access
 from .caching import cache_control, etag_of, not_modified
 from .catalog import Catalog, DistFile, Project
+from .dists import project_name
 from .proxy import external_url
 from .settings import Settings
 
@@ -34,7 +33,6 @@ _CONTENT_TYPES = {JSON_V1: JSON_V1, HTML_V1: HTML_V1, TEXT_HTML: "text/html; cha
 # Server preference among equally acceptable types, by how specifically they matched:
 # a client naming our JSON type gets JSON first; "*/*" alone (browsers, curl) gets HTML.
 _PREFERENCE = {3: (JSON_V1, HTML_V1, TEXT_HTML), 2: (TEXT_HTML, HTML_V1, JSON_V1), 1: (TEXT_HTML, HTML_V1, JSON_V1)}
-_NAME = re.compile(r"^([A-Z0-9]|[A-Z0-9][A-Z0-9._-]*[A-Z0-9])$", re.IGNORECASE)
 
 
 class NotAcceptable(HTTPError):
@@ -217,8 +215,15 @@ def _respond(page: Page, fmt: str, max_age: int, private: bool) -> bytes:
 
 
 def _redirect(path: str) -> None:
-    query = request.environ.get("QUERY_STRING")
-    redirect(external_url(request.environ, path) + (f"?{query}" if query else ""), 301)
+    redirect(external_url(request.environ, path, keep_query=True), 301)
+
+
+def valid_project_name(name: str) -> str:
+    """The normalized form of a project name from a URL; 404 for one that cannot exist."""
+    normalized = project_name(name)
+    if normalized is None:
+        raise HTTPError(404, f"not a valid project name: {name[:100]!r}")
+    return normalized
 
 
 def register(app: Bottle, settings: Settings, catalog: Catalog, access: Access,
@@ -240,16 +245,12 @@ def register(app: Bottle, settings: Settings, catalog: Catalog, access: Access,
 
     @app.get("/simple/<name>")
     def simple_project_redirect(name: str):
-        if not _NAME.match(name):
-            raise HTTPError(404, f"not a valid project name: {name[:100]!r}")
-        _redirect(f"/simple/{canonicalize_name(name)}/")
+        _redirect(f"/simple/{valid_project_name(name)}/")
 
     @app.get("/simple/<name>/")
     def simple_project(name: str):
         access.require("list")
-        if not _NAME.match(name):
-            raise HTTPError(404, f"not a valid project name: {name[:100]!r}")
-        normalized = canonicalize_name(name)
+        normalized = valid_project_name(name)
         if normalized != name:
             _redirect(f"/simple/{normalized}/")
         fmt = api.media_type()

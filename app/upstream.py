@@ -30,7 +30,6 @@ import http.client
 import json
 import logging
 import os
-import re
 import secrets
 import ssl
 import threading
@@ -45,13 +44,12 @@ from urllib.parse import quote, unquote, urljoin, urlsplit, urlunsplit
 
 import jinja2
 from bottle import Bottle, HTTPError, HTTPResponse, request, static_file
-from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
 from .auth import Access
 from .caching import cache_control, etag_of
 from .catalog import Catalog
-from .dists import InvalidDistribution, has_dist_suffix, parse_filename
+from .dists import InvalidDistribution, has_dist_suffix, parse_filename, project_name
 from .files import content_type
 from .settings import Settings
 from .simple_api import API_VERSION, JSON_V1, Page
@@ -70,7 +68,6 @@ METADATA_SUFFIX = ".metadata"
 STREAM_AFTER = 4 * 1024 * 1024
 # Upstream listings each worker keeps in memory (all of them are on disk).
 MEMORY_LISTINGS = 256
-_NAME = re.compile(r"^([a-z0-9]|[a-z0-9][a-z0-9._-]*[a-z0-9])$")
 
 
 class UpstreamError(Exception):
@@ -427,7 +424,7 @@ class PullThrough:
 
     def serves(self, project: str) -> bool:
         # Local projects shadow upstream ones: never mix the two under one name.
-        return (bool(_NAME.match(project)) and canonicalize_name(project) == project
+        return (project_name(project) == project
                 and self.catalog.project(project) is None and self.allowed(project))
 
     # --- listings ------------------------------------------------------------------------

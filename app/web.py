@@ -36,13 +36,13 @@ from bottle import Bottle, HTTPError, HTTPResponse, redirect, request, response
 from markupsafe import Markup
 from packaging.metadata import parse_email
 from packaging.requirements import InvalidRequirement, Requirement
-from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
 from .auth import Access
 from .caching import cache_control, etag_of, not_modified
 from .catalog import Catalog, DistFile, Project, View
 from .dists import InvalidDistribution, parse_filename, read_core_metadata
+from .simple_api import valid_project_name
 from .proxy import external_url
 from .settings import Settings
 
@@ -60,7 +60,6 @@ DETAILS_KEEP = 512
 MAX_RENDERED_DESCRIPTION = 512 * 1024
 
 _PATH_SAFE = "/:@!$&'()*+,;=%~"
-_NAME = re.compile(r"^([A-Z0-9]|[A-Z0-9][A-Z0-9._-]*[A-Z0-9])$", re.IGNORECASE)
 _SEPARATORS = re.compile(r"[-_.]+")
 _EMPTY_ANCHOR = re.compile(r'<a (?:title="[^"<>]*" )?href="#user-content-[^"<>]*" rel="nofollow"></a>')
 # pypiserver's welcome files use these bottle-template placeholders; only these are
@@ -523,8 +522,7 @@ def register(app: Bottle, settings: Settings, catalog: Catalog, access: Access,
 
     @app.get("/projects")
     def projects_redirect():
-        query = request.environ.get("QUERY_STRING")
-        redirect(external_url(request.environ, "/projects/") + (f"?{query}" if query else ""), 301)
+        redirect(external_url(request.environ, "/projects/", keep_query=True), 301)
 
     @app.get("/projects/")
     def project_list():
@@ -550,16 +548,12 @@ def register(app: Bottle, settings: Settings, catalog: Catalog, access: Access,
 
     @app.get("/project/<name>")
     def project_redirect(name: str):
-        if not _NAME.match(name):
-            raise HTTPError(404, f"not a valid project name: {name[:100]!r}")
-        redirect(external_url(request.environ, f"/project/{canonicalize_name(name)}/"), 301)
+        redirect(external_url(request.environ, f"/project/{valid_project_name(name)}/"), 301)
 
     @app.get("/project/<name>/")
     def project_page(name: str):
         access.require("list")
-        if not _NAME.match(name):
-            raise HTTPError(404, f"not a valid project name: {name[:100]!r}")
-        normalized = canonicalize_name(name)
+        normalized = valid_project_name(name)
         if normalized != name:
             redirect(external_url(request.environ, f"/project/{normalized}/"), 301)
         project = catalog.project(name)
