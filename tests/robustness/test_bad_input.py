@@ -75,7 +75,7 @@ def sandbox(tmp_path_factory: pytest.TempPathFactory):
 
 
 # SQLite's shared-memory index and WAL change on any read transaction; the database itself is compared.
-_VOLATILE = ("deep/a/b/packages/.wharf/catalog.sqlite-shm", "deep/a/b/packages/.wharf/catalog.sqlite-wal")
+_VOLATILE = ("deep/a/b/packages/.wharf/catalog.sqlite3-shm", "deep/a/b/packages/.wharf/catalog.sqlite3-wal")
 
 
 def is_4xx(answer: Answer) -> bool:
