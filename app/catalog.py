@@ -222,10 +222,19 @@ class Catalog:
     def _db(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
         if conn is None:
-            conn = sqlite3.connect(self.db_path, timeout=60, isolation_level=None)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            conn.executescript(SCHEMA)
+            # Switching a new database to WAL and creating its tables can answer
+            # "database is locked" at once, without waiting, while another process
+            # does the same (gunicorn starts its workers together): one at a time.
+            fd = os.open(self.state_dir / "setup.lock", os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                conn = sqlite3.connect(self.db_path, timeout=60, isolation_level=None)
+                if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                    conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=NORMAL")
+                conn.executescript(SCHEMA)
+            finally:
+                os.close(fd)
             self._local.conn = conn
         return conn
 

@@ -404,3 +404,33 @@ def test_a_second_catalog_on_a_watched_directory_does_not_wait_for_the_lock(tmp_
         other.close()
     finally:
         running.close()
+
+
+def _open_at_the_barrier(packages: Path, barrier, errors) -> None:
+    settings = Settings(packages=(packages,))
+    barrier.wait()
+    try:
+        Catalog(settings, LocalStorage(settings.packages)).open(sweep=False).close()
+    except Exception as exc:  # reported to the test, which names it
+        errors.put(f"{type(exc).__name__}: {exc}")
+
+
+def test_processes_opening_a_new_catalog_at_once_all_succeed(tmp_path):
+    """gunicorn starts its workers together; on a fresh state directory each one creates the
+    database. SQLite answers "database is locked" without waiting to a second process switching
+    the same new file to WAL (this failed a CI run), so setting up is done one process at a time."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("fork")
+    errors = ctx.Queue()
+    for round_ in range(15):
+        packages = tmp_path / f"round{round_}"
+        make_wheel(packages, "one", "1.0")
+        barrier = ctx.Barrier(5)
+        workers = [ctx.Process(target=_open_at_the_barrier, args=(packages, barrier, errors)) for _ in range(5)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join(60)
+        assert [worker.exitcode for worker in workers] == [0] * 5
+        assert errors.empty(), errors.get()
