@@ -6,6 +6,7 @@ The app says what may be cached and for how long; nginx and pip's cache obey.
 from __future__ import annotations
 
 import hashlib
+import time
 from email.utils import formatdate, parsedate_to_datetime
 
 from bottle import request
@@ -26,6 +27,21 @@ def cache_control(max_age: int, *, private: bool, immutable: bool = False) -> st
     elif max_age < 60:
         parts.append("must-revalidate")
     return ", ".join(parts)
+
+
+def index_cache_headers(max_age: int, *, private: bool) -> dict[str, str]:
+    """Headers of a page that changes (index pages): Cache-Control, and its lifetime for nginx.
+
+    nginx keeps a response until its expiry second has passed, counting in whole
+    seconds, so "max-age=1" lives 1 to 2 s there. X-Accel-Expires (read by nginx,
+    never passed on to clients) gives the absolute last second instead: the page is
+    then renewed at most ``max_age`` seconds after it was made, and an upload shows
+    through the cache within that.
+    """
+    headers = {"Cache-Control": cache_control(max_age, private=private)}
+    if max_age > 0:
+        headers["X-Accel-Expires"] = f"@{int(time.time()) + max_age - 1}"
+    return headers
 
 
 def _etag_matches(header: str, etag: str) -> bool:

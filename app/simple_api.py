@@ -15,7 +15,7 @@ import jinja2
 from bottle import Bottle, HTTPError, HTTPResponse, redirect, request, response
 
 from .auth import Access
-from .caching import cache_control, etag_of, not_modified
+from .caching import etag_of, index_cache_headers, not_modified
 from .catalog import Catalog, DistFile, Project
 from .dists import project_name
 from .proxy import external_url
@@ -205,7 +205,7 @@ def _respond(page: Page, fmt: str, max_age: int, private: bool) -> bytes:
         "Content-Type": _CONTENT_TYPES[fmt],
         "Vary": "Accept, Authorization" if private else "Accept",
         "ETag": page.etag,
-        "Cache-Control": cache_control(max_age, private=private),
+        **index_cache_headers(max_age, private=private),
     }
     if not_modified(page.etag):
         raise HTTPResponse(status=304, headers=headers)

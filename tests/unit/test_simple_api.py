@@ -182,6 +182,18 @@ def test_content_types_and_vary(app, path, accept, query, content_type):
         assert Links(body).meta["pypi:repository-version"] == "1.1"
 
 
+@pytest.mark.parametrize("path", ["/simple/", "/simple/foo-bar/"])
+def test_nginx_is_told_the_last_second_a_page_may_be_kept(app, path):
+    """nginx rounds max-age up to whole seconds; the absolute expiry keeps it to max-age (1 s)."""
+    before = int(time.time())
+    status, headers, _ = get(app, path)
+    after = int(time.time())
+    assert status == 200 and headers["x-accel-expires"].startswith("@")
+    assert before <= int(headers["x-accel-expires"][1:]) <= after
+    status, headers, _ = get(app, path, headers={"If-None-Match": headers["etag"]})
+    assert status == 304 and headers["x-accel-expires"].startswith("@")  # a renewal sets it again
+
+
 @pytest.mark.parametrize("accept", ["application/json", "image/*", "garbage", f"{JSON_V1};q=0"])
 @pytest.mark.parametrize("path", ["/simple/", "/simple/foo-bar/"])
 def test_unacceptable_types_get_406(app, path, accept):
