@@ -51,6 +51,7 @@ class LocalStorage:
 
     def __init__(self, roots: tuple[Path, ...]):
         self.roots = tuple(Path(root).absolute() for root in roots)
+        self._prefixes = tuple(f"{root}{os.sep}" for root in self.roots)  # open() runs per download
 
     # --- reading ---------------------------------------------------------------------
     def path(self, root: int, relpath: str) -> Path:
@@ -96,7 +97,7 @@ class LocalStorage:
         return problems
 
     def open(self, root: int, relpath: str) -> BinaryIO:
-        return open(self.path(root, relpath), "rb")
+        return open(self._prefixes[root] + relpath if relpath else self.roots[root], "rb")
 
     def digests(self, root: int, relpath: str, algorithms: tuple[str, ...]) -> dict[str, str]:
         hashers = {name: new_hasher(name) for name in algorithms}
