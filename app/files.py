@@ -102,6 +102,7 @@ class Downloads:
         self.immutable = not settings.overwrite
         self.cache_control = cache_control(settings.file_max_age, private=self.private, immutable=self.immutable)
         self.http_date = functools.lru_cache(maxsize=4096)(http_date)
+        self.recheck = str(settings.file_recheck)
 
     def _headers(self, etag: str, mtime: float, kind: str) -> None:
         response.set_header("Content-Type", kind)
@@ -109,6 +110,10 @@ class Downloads:
         response.set_header("Last-Modified", self.http_date(mtime))
         response.set_header("Accept-Ranges", "bytes")
         response.set_header("Cache-Control", self.cache_control)
+        if self.settings.file_recheck:
+            # For nginx only (it keeps this from clients): ask again after this many
+            # seconds, so a removed file is not served from its cache for a year.
+            response.set_header("X-Accel-Expires", self.recheck)
 
     def send_file(self, dist: DistFile):
         etag = f'"{dist.sha256}"'

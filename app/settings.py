@@ -41,6 +41,7 @@ class Settings:
     hash_algo: str = field(default="sha256", metadata={"help": "Hash in the simple API's URL fragments: sha256 (default), md5, sha1, sha384, sha512, blake2b_256, or \"off\". JSON always carries sha256."})
     index_max_age: int = field(default=1, metadata={"help": "Cache-Control max-age (seconds) of index pages; validators make them cheap to renew."})
     file_max_age: int = field(default=31536000, metadata={"help": "Cache-Control max-age (seconds) of package files (immutable once published)."})
+    file_recheck: int = field(default=60, metadata={"help": "Seconds a proxy cache (nginx) serves a package file before asking again (a 304 that reads no file), so a removed file stops being served within this; 0 keeps it for file_max_age."})
     fallback_url: str = field(default="", metadata={"help": "Redirect unknown projects to this index (e.g. https://pypi.org/simple/). Off by default: sending unknown names elsewhere is how dependency confusion works."})
     health_endpoint: str = field(default="/health", metadata={"help": "Path of the health check endpoint."})
     trusted_proxies: tuple[str, ...] = field(default=("127.0.0.1", "::1"), metadata={"help": "Peers whose X-Forwarded-Proto/-Host/-Prefix/-For headers are believed."})
@@ -139,6 +140,9 @@ class Settings:
             raise ValueError("at least one packages directory is needed")
         if self.upstream_url and not self.upstream_url.startswith(("http://", "https://")):
             raise ValueError("upstream_url must be an http:// or https:// URL")
+        negative = [name for name in ("index_max_age", "file_max_age", "file_recheck") if getattr(self, name) < 0]
+        if negative:
+            raise ValueError(f"{', '.join(negative)} must be 0 or more seconds")
         if self.hash_algo not in HASH_ALGOS:
             raise ValueError(f"hash_algo must be one of {', '.join(HASH_ALGOS)}")
         if self.authenticate and not self.password_file:

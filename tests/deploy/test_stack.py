@@ -350,7 +350,8 @@ def private(tmp_path_factory: pytest.TempPathFactory, test_ca: LocalCA):
     set_password(users, "alice", PASSWORD, rounds=4)
     set_password(users, "bob", "another secret", rounds=4)
     stack = Stack(root, "--password-file", str(users), "--authenticate", "update,download,list",
-                  "--tls-cert", str(test_ca.cert), "--tls-key", str(test_ca.key), ca=test_ca.ca)
+                  "--tls-cert", str(test_ca.cert), "--tls-key", str(test_ca.key), "--file-recheck", "2",
+                  ca=test_ca.ca)
     yield stack
     stack.stop()
 
@@ -371,6 +372,28 @@ def test_cached_protected_content_never_reaches_anonymous_clients(private: Stack
         assert b"alpha-1.0" not in body and b"project-00" not in body
     status, _, body = private.request(path, {**headers, **basic("bob", "another secret")})
     assert status == 200 and body
+
+
+def test_a_removed_file_stops_being_served_from_the_cache(private: Stack):
+    """Package files are cached long, but nginx asks the app again every file_recheck
+    seconds (2 here, 60 by default): a kept file costs a 304, a removed one is gone."""
+    alice = basic("alice", PASSWORD)
+    kept, removed = "/packages/project_01-0.1-py3-none-any.whl", "/packages/project_02-0.1-py3-none-any.whl"
+    for path in (kept, removed):
+        observe_hit(private, path, alice)
+    kept_body = private.request(kept, alice)[2]
+    (private.root / "packages" / removed.rsplit("/", 1)[1]).unlink()  # by hand, as an admin would
+    private.wait_until(lambda: private.request(removed, alice)[0] == 404, "the removed file is 404 through nginx", 15)
+    seen = []
+
+    def rechecked() -> bool:
+        status, headers, body = private.request(kept, alice)
+        assert status == 200 and body == kept_body and "x-accel-expires" not in headers
+        seen.append(headers["x-cache-status"])
+        return seen[-1] != "HIT"
+
+    private.wait_until(rechecked, "the kept file is checked again", 15)
+    assert seen[-1] == "REVALIDATED", seen
 
 
 def test_the_credential_check_is_not_reachable_from_outside(private: Stack):

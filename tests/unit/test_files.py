@@ -109,6 +109,37 @@ def test_overwrite_means_files_are_not_immutable(packages, tree):
     assert "immutable" not in headers["cache-control"]
 
 
+@pytest.mark.parametrize("recheck", [60, 0])
+def test_nginx_is_told_when_to_check_a_cached_file_again(packages, tree, recheck):
+    """A removed file must not live on in the proxy cache for file_max_age (a year)."""
+    app = create_app(Settings(packages=(packages,), file_recheck=recheck), watch=False)
+    try:
+        _s, headers, _b = get(app, "/packages/demo-1.0-py3-none-any.whl")
+        status, revalidated, _b = get(app, "/packages/demo-1.0-py3-none-any.whl",
+                                      headers={"If-None-Match": headers["etag"]})
+    finally:
+        app.config["wharf.catalog"].close()
+    assert status == 304
+    for response in (headers, revalidated):
+        assert response.get("x-accel-expires") == (str(recheck) if recheck else None)
+        assert "max-age=31536000" in response["cache-control"]  # clients still keep it long
+
+
+@pytest.mark.parametrize("size", [64 * 1024, 64 * 1024 + 1, 3 * 1024 * 1024])
+def test_small_and_large_files_are_sent_whole(packages, size):
+    """Files up to 64 KiB are sent as bytes, larger ones as a file (sendfile): same bytes."""
+    wheel = make_wheel(packages, "sized", "1.0")
+    wheel.write_bytes(wheel.read_bytes().ljust(size, b"\0"))  # a zip may carry trailing bytes
+    app = create_app(Settings(packages=(packages,)), watch=False)
+    try:
+        for method in ("GET", "HEAD"):
+            status, headers, body = get(app, f"/packages/{wheel.name}", method=method)
+            assert status == 200 and headers["content-length"] == str(size)
+            assert body == (wheel.read_bytes() if method == "GET" else b"")
+    finally:
+        app.config["wharf.catalog"].close()
+
+
 # --- Range -------------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("header", "span"),

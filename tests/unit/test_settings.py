@@ -87,6 +87,8 @@ def test_protecting_reads_with_a_password_file():
         ({"WHARF_AUTHENTICATE": "update,list"}, "password file"),
         ({"WHARF_PACKAGES": ""}, "packages"),
         ({"WHARF_PACKAGES": " , "}, "packages"),
+        ({"WHARF_FILE_RECHECK": "-1"}, "file_recheck must be 0 or more"),
+        ({"WHARF_INDEX_MAX_AGE": "-5"}, "index_max_age must be 0 or more"),
     ],
 )
 def test_invalid_values_are_refused_with_a_clear_message(environ, message):
