@@ -569,53 +569,58 @@ class _Scanner:
             return
         self.pending.discard((root, reldir))
         rootname = self.catalog._roots[root]
-        known = {
-            relpath: (FileKey(size, mtime_ns, inode), hashes)
-            for relpath, size, mtime_ns, inode, hashes in conn.execute(
-                "SELECT relpath, size, mtime_ns, inode, hashes FROM files WHERE root = ? AND dir = ?",
-                (rootname, reldir),
-            )
-        }
+        prefix = f"{reldir}/" if reldir else ""
+        on_disk = listing.files  # name -> inode; what is left after the rows below is new
         settle_before = time.time() - SETTLE_SECONDS
-        seen: set[str] = set()
-        batch = 0
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            for name, entry in listing.files.items():
-                relpath = f"{reldir}/{name}" if reldir else name
-                seen.add(relpath)
-                old = known.get(relpath)
-                if old is not None and not full and old[0].inode == entry.inode():
-                    # Quick pass: a known name on the same inode is taken as unchanged (the inode
-                    # comes with the listing, no stat); a file renamed over it (rsync, mv) is not.
-                    continue
-                try:
-                    st = entry.stat()
-                except OSError:
-                    continue
-                key = FileKey.of(st)
-                if old is not None and old[0] == key and all(a in old[1] for a in self.catalog.algorithms):
-                    continue
-                if st.st_mtime > settle_before:
-                    self.pending.add((root, reldir))  # still being copied: look again soon
-                    continue
-                try:
-                    _index_file(self.catalog, conn, root, relpath, key)
-                except OSError as exc:
-                    log.warning("cannot read %s: %s", relpath, exc)
-                    continue
-                if self.storage.stat_file(root, relpath) != key:
-                    self.pending.add((root, reldir))  # changed while we read it
-                batch += 1
-                if batch % 200 == 0:
-                    conn.execute("COMMIT")
-                    conn.execute("BEGIN IMMEDIATE")
-            for relpath in known.keys() - seen:
-                self._delete(conn, rootname, relpath)
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
+        changed: list[tuple[str, FileKey]] = []
+        gone: list[str] = []
+
+        def look_at(relpath: str, old: tuple | None) -> None:
+            key = self.storage.stat_file(root, relpath)
+            if key is None or (old is not None and old == (key.size, key.mtime_ns, key.inode, 1)):
+                return
+            if key.mtime_ns / 1e9 > settle_before:
+                self.pending.add((root, reldir))  # still being copied: look again soon
+            else:
+                changed.append((relpath, key))
+
+        # The known rows are streamed against the listing, never held: a directory may hold
+        # 100,000 files. Reading first and writing after keeps the cursor out of the writes.
+        has_hashes = " AND ".join(["json_type(hashes, ?) IS NOT NULL"] * len(self.catalog.algorithms)) or "1"
+        for relpath, size, mtime_ns, inode, complete in conn.execute(
+            f"SELECT relpath, size, mtime_ns, inode, {has_hashes} FROM files WHERE root = ? AND dir = ?",
+            (*(f"$.{a}" for a in self.catalog.algorithms), rootname, reldir),
+        ):
+            listed_inode = on_disk.pop(relpath[len(prefix):], None)
+            if listed_inode is None:
+                gone.append(relpath)
+            elif full or listed_inode != inode:
+                # A quick pass takes a known name on the same inode as unchanged (the inode
+                # comes with the listing, no stat); a file renamed over it (rsync, mv) is not.
+                look_at(relpath, (size, mtime_ns, inode, complete))
+        for name in on_disk:
+            look_at(prefix + name, None)
+
+        if changed or gone:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                for batch, (relpath, key) in enumerate(changed, 1):
+                    try:
+                        _index_file(self.catalog, conn, root, relpath, key)
+                    except OSError as exc:
+                        log.warning("cannot read %s: %s", relpath, exc)
+                        continue
+                    if self.storage.stat_file(root, relpath) != key:
+                        self.pending.add((root, reldir))  # changed while we read it
+                    if batch % 200 == 0:
+                        conn.execute("COMMIT")
+                        conn.execute("BEGIN IMMEDIATE")
+                for relpath in gone:
+                    self._delete(conn, rootname, relpath)
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
         self.dirs[(root, reldir)] = mtime
         previous = {d for (r, d) in self.dirs if r == root and d.rpartition("/")[0] == reldir and d != reldir}
         for sub in set(listing.subdirs) - previous:
