@@ -160,7 +160,8 @@ class SimpleAPI:
 
     def _fragment(self, f: DistFile) -> str:
         algo = self.fragment_algo
-        return f"#{algo}={f.hashes[algo]}" if algo and algo in f.hashes else ""
+        digest = f.digest(algo) if algo else None
+        return f"#{algo}={digest}" if digest else ""
 
     def _project_html(self, project: Project) -> bytes:
         links = [
@@ -183,7 +184,7 @@ class SimpleAPI:
             files.append({
                 "filename": f.filename,
                 "url": file_url(f),
-                "hashes": dict(f.hashes),
+                "hashes": f.hashes,
                 "requires-python": f.requires_python,
                 "size": f.size,
                 "upload-time": upload_time(f),
