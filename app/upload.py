@@ -35,12 +35,13 @@ from urllib.parse import parse_qsl
 import jinja2
 from bottle import Bottle, HTTPError, request, response
 from multipart import MultipartError, MultipartSegment, PushMultipartParser, parse_options_header
-from packaging.utils import InvalidName, canonicalize_name
+from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
 from .auth import Access, Refusal
 from .catalog import Catalog, DistFile
-from .dists import CoreMetadata, DistName, InvalidDistribution, check_archive, parse_filename, read_core_metadata
+from .dists import (CoreMetadata, DistName, InvalidDistribution, check_archive, parse_filename, project_name,
+                    read_core_metadata)
 from .settings import Settings
 from .storage import new_hasher
 
@@ -154,11 +155,9 @@ def upload_filename(filename: str | None) -> DistName:
     # packaging parses "ｆｒｅｓｈ-1.0.tar.gz" or "a b-1.0.tar.gz" without complaint; such a
     # project could never be installed (or even reached under /simple/) and only looks like
     # another one, so a published name must be a PEP 508 name: ASCII letters, digits, . _ -
-    try:
-        canonicalize_name(dist.name, validate=True)
-    except InvalidName:
+    if project_name(dist.name) is None:
         raise Refusal(400, f"{filename}: {dist.name!r} is not a valid project name "
-                           "(ASCII letters, digits, '.', '_' and '-', starting and ending with a letter or digit)") from None
+                           "(ASCII letters, digits, '.', '_' and '-', starting and ending with a letter or digit)")
     return dist
 
 
