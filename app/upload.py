@@ -387,24 +387,20 @@ class Publisher:
         self._check_digests(form, received)
         try:
             check_archive(received.path, dist, filename)
+            metadata = read_core_metadata(received.path, dist)
         except InvalidDistribution as exc:
             message = str(exc).replace(received.path.name, filename)
             raise Refusal(400, f"not a valid {dist.packagetype} file: {message}") from None
-        self._check_metadata(received, dist, filename)
+        self._check_metadata(metadata, dist, filename)
         return self._publish(received, user)
 
     @staticmethod
-    def _check_metadata(received: Received, dist: DistName, filename: str) -> None:
+    def _check_metadata(data: bytes | None, dist: DistName, filename: str) -> None:
         """The archive's own metadata must name the project and version its file name does.
 
         pip refuses to install a file whose METADATA disagrees with its name, and the
         index would list it under one name while it installs as another.
         """
-        try:
-            data = read_core_metadata(received.path, dist)
-        except InvalidDistribution as exc:
-            message = str(exc).replace(received.path.name, filename)
-            raise Refusal(400, f"not a valid {dist.packagetype} file: {message}") from None
         if data is None:
             return  # an old sdist without PKG-INFO: nothing to compare
         try:
