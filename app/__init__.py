@@ -11,7 +11,7 @@ from pathlib import Path
 import bottle
 import jinja2
 
-from . import auth_request, files, health, simple_api, upload, upstream, web
+from . import auth_request, cross_site, files, health, simple_api, upload, upstream, web
 from .auth import Access, Refusal
 from .catalog import Catalog
 from .proxy import ProxyHeaders
@@ -60,6 +60,8 @@ def create_app(settings: Settings, *, watch: bool = True) -> bottle.Bottle:
     app.default_error_handler = _plain_error
     # A change another worker made (upload, removal, yank) shows on the very next request.
     app.add_hook("before_request", catalog.catch_up)
+    # A form or script on another web site cannot use the browser's credentials to change anything.
+    app.add_hook("before_request", cross_site.refuse_cross_site)
 
     pull_through = upstream.register(app, settings, catalog, access, env)  # None unless upstream_url
     app.config["wharf.upstream"] = pull_through  # web pages: pull_through.status()
