@@ -259,6 +259,7 @@ def test_record_forget_and_yank(packages, tree, closing):
 
 
 # --- following the directory while running ----------------------------------------------------
+@pytest.mark.slow
 def test_files_added_and_removed_by_hand_are_followed(packages, tree, closing):
     catalog = closing(open_catalog(packages, watch=True))
     wait_for(lambda: catalog.project("alpha"), "the initial catalog")
@@ -298,6 +299,7 @@ def test_a_file_replaced_by_rename_is_redone_while_running(packages, tree, closi
     assert dist.summary == "replaced"
 
 
+@pytest.mark.slow
 def test_every_worker_sees_changes(packages, tree, closing):
     # Gunicorn workers each hold a catalog on the same state directory; one of them scans.
     workers = [closing(open_catalog(packages, watch=True)) for _ in range(3)]
@@ -310,6 +312,7 @@ def test_every_worker_sees_changes(packages, tree, closing):
         wait_for(lambda w=worker: w.find("team/" + added.name) is None, "every worker forgets it")
 
 
+@pytest.mark.slow
 def test_a_scanner_that_stops_is_replaced(packages, tree, closing):
     workers = [closing(open_catalog(packages, watch=True)) for _ in range(2)]
     wait_for(lambda: any(w._scanner is not None for w in workers), "one worker scans")
@@ -341,6 +344,7 @@ def test_a_file_being_written_is_not_served(packages, tree, closing):
     assert dist.sha256 == hashlib.sha256(final).hexdigest()
 
 
+@pytest.mark.slow
 def test_a_slow_copy_is_never_seen_half_written(packages, closing):
     catalog = closing(open_catalog(packages, watch=True))
     final = make_wheel(packages.parent / "src", "slowcopy", "1.0", padding=300_000).read_bytes()
@@ -401,6 +405,7 @@ def _open_at_the_barrier(packages: Path, barrier, errors) -> None:
         errors.put(f"{type(exc).__name__}: {exc}")
 
 
+@pytest.mark.slow
 def test_processes_opening_a_new_catalog_at_once_all_succeed(tmp_path):
     """gunicorn starts its workers together; on a fresh state directory each one creates the
     database. SQLite answers "database is locked" without waiting to a second process switching

@@ -110,6 +110,7 @@ def test_files_without_a_checkable_hash_are_not_offered():
     assert [f.filename for f in PullThrough._servable(files)] == ["c-1.0.tar.gz"]
 
 
+@pytest.mark.slow
 def test_credentials_go_only_to_the_upstream_origin_and_bytes_are_verified(tmp_path: Path):
     wheel = make_wheel(tmp_path / "src", "demo", "1.0")
     with TinyIndex([wheel]) as file_host, \
@@ -142,6 +143,7 @@ def _app(make_app, tmp_path: Path, upstream_url: str, **extra):
     return app, packages, tmp_path / "cache"
 
 
+@pytest.mark.slow
 def test_pull_through_routes(make_app, tmp_path: Path):
     wheel = make_wheel(tmp_path / "src", "demo", "1.0", requires_python=">=3.8")
     local_twin = make_wheel(tmp_path / "src2", "local-lib", "2.0")
@@ -208,6 +210,7 @@ def test_without_upstream_url_nothing_changes(make_app, tmp_path: Path):
     assert not cache.exists()
 
 
+@pytest.mark.slow
 def test_large_files_are_relayed_while_verified_and_a_lie_is_cut_short(make_app, tmp_path: Path, monkeypatch):
     monkeypatch.setattr("app.upstream.STREAM_AFTER", 1024)
     big = make_wheel(tmp_path / "src", "big", "1.0", padding=2_500_000)  # three 1 MiB chunks
