@@ -254,6 +254,44 @@ def add_deploy_commands(commands: argparse._SubParsersAction) -> None:
 EXTRA_COMMANDS.append(add_deploy_commands)
 
 
+# --- documentation: docs (app.reference) ------------------------------------------------------
+def cmd_docs(args: argparse.Namespace) -> int:
+    from .reference import render_reference
+
+    text = render_reference()
+    if args.out is None:
+        sys.stdout.write(text)
+        return 0
+    if args.check:
+        current = args.out.read_text(encoding="utf-8") if args.out.exists() else None
+        if current != text:
+            print(f"wharf docs: {args.out} is stale; regenerate it with "
+                  f"`python3 -m app docs --out {args.out}`", file=sys.stderr)
+            return 1
+        print(f"{args.out}: up to date")
+        return 0
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(text, encoding="utf-8")
+    print(f"wrote {args.out}")
+    return 0
+
+
+def add_docs_command(commands: argparse._SubParsersAction) -> None:
+    docs = commands.add_parser(
+        "docs", help="print or write the settings reference (docs/configuration.md)",
+        description="Render the settings reference from the Settings fields: every option with its "
+                    "WHARF_* variable, Ansible variable, type, default and help. Prints it, or "
+                    "writes it to --out.")
+    docs.add_argument("--out", type=Path, default=None, metavar="FILE",
+                      help="write the reference to FILE (e.g. docs/configuration.md)")
+    docs.add_argument("--check", action="store_true",
+                      help="with --out: write nothing, exit 1 if FILE differs from the reference")
+    docs.set_defaults(func=cmd_docs)
+
+
+EXTRA_COMMANDS.append(add_docs_command)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)

@@ -104,6 +104,7 @@ def test_wrong_user_costs_a_hash_check_and_success_is_cached(tmp_path: Path):
     assert counter.checks == 5
 
 
+@pytest.mark.slow
 def test_unknown_user_on_an_empty_file(tmp_path: Path):
     access = make_access(tmp_path, [])
     counter = access.context = CountingContext(access.context)
@@ -225,6 +226,7 @@ def passwd(monkeypatch, *args: str, stdin: str = "") -> int:
         return exc.code
 
 
+@pytest.mark.slow
 def test_wharf_passwd_command(tmp_path: Path):
     path = tmp_path / "conf" / "htpasswd"
     done = run_passwd(str(path), "alice", stdin="correct horse\n")

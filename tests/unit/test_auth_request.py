@@ -18,13 +18,8 @@ def basic(user: str, password: str) -> dict[str, str]:
 
 
 @pytest.fixture
-def protected(packages: Path, tmp_path: Path):
-    users = tmp_path / "htpasswd"
-    set_password(users, "alice", "s3cret", rounds=4)
-    app = create_app(Settings(packages=(packages,), password_file=str(users),
-                              authenticate=("update", "list")), watch=False)
-    yield app
-    app.config["wharf.catalog"].close()
+def protected(make_app):
+    return make_app(users={"alice": "s3cret"}, authenticate=("update", "list"))
 
 
 def test_valid_credentials_pass(protected):

@@ -48,20 +48,6 @@ def open_catalog(packages: Path | tuple[Path, ...], watch: bool = False, storage
     return catalog.start() if watch else catalog.open()
 
 
-@pytest.fixture
-def catalogs():
-    """Catalogs opened by a test, closed afterwards whatever happened."""
-    opened: list[Catalog] = []
-
-    def track(catalog: Catalog) -> Catalog:
-        opened.append(catalog)
-        return catalog
-
-    yield track
-    for catalog in opened:
-        catalog.close()
-
-
 def wait_for(condition: Callable[[], object], what: str, deadline: float = DEADLINE):
     end = time.monotonic() + deadline
     while time.monotonic() < end:
@@ -96,8 +82,8 @@ def tree(packages: Path) -> dict[str, Path]:
 
 
 # --- indexing --------------------------------------------------------------------------------------
-def test_index_a_directory(packages, tree, catalogs):
-    catalog = catalogs(open_catalog(packages))
+def test_index_a_directory(packages, tree, closing):
+    catalog = closing(open_catalog(packages))
     view = catalog.view
     assert set(view.projects) == {"alpha", "beta-lib"}
     assert view.names == ("alpha", "beta-lib")
@@ -124,8 +110,8 @@ def test_index_a_directory(packages, tree, catalogs):
     assert catalog.find("team/beta/beta_lib-0.1-py3-none-any.whl").name == "Beta.Lib"
 
 
-def test_dot_folders_and_non_distributions_are_skipped(packages, tree, catalogs):
-    catalog = catalogs(open_catalog(packages))
+def test_dot_folders_and_non_distributions_are_skipped(packages, tree, closing):
+    catalog = closing(open_catalog(packages))
     urls = set(catalog.view.by_url)
     assert not any(part.startswith(".") for url in urls for part in url.split("/"))
     assert catalog.project("hidden") is None and catalog.project("hidden2") is None
@@ -133,26 +119,26 @@ def test_dot_folders_and_non_distributions_are_skipped(packages, tree, catalogs)
     assert catalog.find_filename("nonsense") is None
 
 
-def test_unreadable_archive_is_listed_without_metadata(packages, catalogs):
+def test_unreadable_archive_is_listed_without_metadata(packages, closing):
     bad = packages / "bad-1.0-py3-none-any.whl"
     bad.write_bytes(b"this is not a zip file")
     settle(bad)
-    catalog = catalogs(open_catalog(packages))
+    catalog = closing(open_catalog(packages))
     dist = catalog.find(bad.name)
     assert dist is not None and dist.metadata_sha256 is None
     assert dist.sha256 == hashlib.sha256(b"this is not a zip file").hexdigest()
 
 
-def test_hash_algo_adds_a_second_digest(packages, tree, catalogs):
-    catalog = catalogs(open_catalog(packages, hash_algo="md5"))
+def test_hash_algo_adds_a_second_digest(packages, tree, closing):
+    catalog = closing(open_catalog(packages, hash_algo="md5"))
     dist = catalog.find(tree["a1"].name)
     assert set(dist.hashes) == {"sha256", "md5"}
     assert dist.hashes["md5"] == hashlib.md5(tree["a1"].read_bytes()).hexdigest()
 
 
-def test_state_dir_keeps_the_packages_directory_plain(tmp_path, packages, tree, catalogs):
+def test_state_dir_keeps_the_packages_directory_plain(tmp_path, packages, tree, closing):
     before = sorted(p.relative_to(packages) for p in packages.rglob("*"))
-    catalog = catalogs(open_catalog(packages, state_dir=tmp_path / "state"))
+    catalog = closing(open_catalog(packages, state_dir=tmp_path / "state"))
     assert catalog.view.file_count == 5
     assert (tmp_path / "state" / "catalog.sqlite3").exists()
     assert sorted(p.relative_to(packages) for p in packages.rglob("*")) == before
@@ -160,14 +146,14 @@ def test_state_dir_keeps_the_packages_directory_plain(tmp_path, packages, tree, 
 
 # --- restarts ------------------------------------------------------------------------------------
 @pytest.mark.parametrize("watch", [False, True])
-def test_restart_does_not_rehash(packages, tree, catalogs, watch):
+def test_restart_does_not_rehash(packages, tree, closing, watch):
     first = open_catalog(packages, storage_class=CountingStorage)
     assert len(first.storage.hashed) == 5
     before = rows(first)
     view = first.view
     first.close()
 
-    second = catalogs(open_catalog(packages, watch=watch, storage_class=CountingStorage))
+    second = closing(open_catalog(packages, watch=watch, storage_class=CountingStorage))
     if watch:
         # Let the watcher's first pass (a full sweep that stats every file) finish.
         wait_for(lambda: second.last_scan is not None, "the first sweep")
@@ -177,24 +163,24 @@ def test_restart_does_not_rehash(packages, tree, catalogs, watch):
     assert second.view.projects == view.projects
 
 
-def test_restart_trusts_size_mtime_and_inode(packages, tree, catalogs):
+def test_restart_trusts_size_mtime_and_inode(packages, tree, closing):
     # Rewrite a file in place keeping its size, mtime and inode: only reading it could tell,
     # and a restart must not read it. (Its recorded hash is then the old one.)
     path = tree["a1"]
     original = hashlib.sha256(path.read_bytes()).hexdigest()
-    catalogs(open_catalog(packages)).close()
+    closing(open_catalog(packages)).close()
     st = path.stat()
     with open(path, "r+b") as stream:
         stream.seek(st.st_size - 1)
         stream.write(bytes([path.read_bytes()[-1] ^ 0xFF]))
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
     assert path.stat().st_ino == st.st_ino
-    catalog = catalogs(open_catalog(packages))
+    catalog = closing(open_catalog(packages))
     assert catalog.find(path.name).sha256 == original
 
 
 @pytest.mark.parametrize("change", ["rewrite", "replace", "touch"])
-def test_changed_file_is_redone(packages, tree, catalogs, change):
+def test_changed_file_is_redone(packages, tree, closing, change):
     path = tree["a1"]
     first = open_catalog(packages, storage_class=CountingStorage)
     old = first.find(path.name)
@@ -207,7 +193,7 @@ def test_changed_file_is_redone(packages, tree, catalogs, change):
     else:  # same bytes, new mtime
         pass
     settle(path, age=60)
-    catalog = catalogs(open_catalog(packages, storage_class=CountingStorage))
+    catalog = closing(open_catalog(packages, storage_class=CountingStorage))
     assert catalog.storage.hashed == [path.name]
     dist = catalog.find(path.name)
     assert dist.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
@@ -217,34 +203,34 @@ def test_changed_file_is_redone(packages, tree, catalogs, change):
         assert dist.metadata_sha256 != old.metadata_sha256
 
 
-def test_file_removed_while_stopped_is_gone_after_restart(packages, tree, catalogs):
-    catalogs(open_catalog(packages)).close()
+def test_file_removed_while_stopped_is_gone_after_restart(packages, tree, closing):
+    closing(open_catalog(packages)).close()
     tree["a2"].unlink()
     shutil.rmtree(packages / "team")
-    catalog = catalogs(open_catalog(packages))
+    catalog = closing(open_catalog(packages))
     assert catalog.find(tree["a2"].name) is None
     assert catalog.project("beta-lib") is None
     assert catalog.view.file_count == 3
 
 
-def test_a_root_dropped_from_the_settings_is_forgotten(tmp_path, packages, tree, catalogs):
+def test_a_root_dropped_from_the_settings_is_forgotten(tmp_path, packages, tree, closing):
     extra = tmp_path / "extra"
     settle(make_wheel(extra, "gamma", "1.0"))
     state = tmp_path / "state"
-    both = catalogs(open_catalog((packages, extra), state_dir=state))
+    both = closing(open_catalog((packages, extra), state_dir=state))
     assert both.project("gamma") is not None
     both.close()
-    one = catalogs(open_catalog(packages, state_dir=state))
+    one = closing(open_catalog(packages, state_dir=state))
     assert one.project("gamma") is None
     assert one.view.file_count == 5
 
 
-def test_earlier_root_shadows_a_later_one(tmp_path, catalogs):
+def test_earlier_root_shadows_a_later_one(tmp_path, closing):
     first, second = tmp_path / "first", tmp_path / "second"
     mine = make_wheel(first, "same", "1.0", summary="first root")
     theirs = make_wheel(second, "same", "1.0", summary="second root")
     settle(mine, theirs)
-    catalog = catalogs(open_catalog((first, second), state_dir=tmp_path / "state"))
+    catalog = closing(open_catalog((first, second), state_dir=tmp_path / "state"))
     assert catalog.find(mine.name).root == 0
     assert catalog.find(mine.name).summary == "first root"
     # The shadowed file is not listed either: its hash would describe bytes nobody can fetch.
@@ -253,8 +239,8 @@ def test_earlier_root_shadows_a_later_one(tmp_path, catalogs):
 
 
 # --- changes made through the app ---------------------------------------------------------------
-def test_record_forget_and_yank(packages, tree, catalogs):
-    catalog = catalogs(open_catalog(packages))
+def test_record_forget_and_yank(packages, tree, closing):
+    catalog = closing(open_catalog(packages))
     new = make_wheel(packages, "Alpha", "3.0")
     dist = catalog.record(new.name)  # shown at once, even though the file is brand new
     assert dist is not None and catalog.project("alpha").latest == "3.0"
@@ -273,8 +259,9 @@ def test_record_forget_and_yank(packages, tree, catalogs):
 
 
 # --- following the directory while running ----------------------------------------------------
-def test_files_added_and_removed_by_hand_are_followed(packages, tree, catalogs):
-    catalog = catalogs(open_catalog(packages, watch=True))
+@pytest.mark.slow
+def test_files_added_and_removed_by_hand_are_followed(packages, tree, closing):
+    catalog = closing(open_catalog(packages, watch=True))
     wait_for(lambda: catalog.project("alpha"), "the initial catalog")
 
     added = make_wheel(packages, "handmade", "1.0")  # like cp/scp: appears with a fresh mtime
@@ -298,9 +285,9 @@ def test_files_added_and_removed_by_hand_are_followed(packages, tree, catalogs):
     assert catalog.view.file_count == 4
 
 
-def test_a_file_replaced_by_rename_is_redone_while_running(packages, tree, catalogs):
+def test_a_file_replaced_by_rename_is_redone_while_running(packages, tree, closing):
     # rsync and `mv` put a new file (a new inode) in place under the same name.
-    catalog = catalogs(open_catalog(packages, watch=True))
+    catalog = closing(open_catalog(packages, watch=True))
     wait_for(lambda: catalog.last_scan is not None, "the first sweep")
     path = tree["a1"]
     old = catalog.find(path.name).sha256
@@ -312,9 +299,10 @@ def test_a_file_replaced_by_rename_is_redone_while_running(packages, tree, catal
     assert dist.summary == "replaced"
 
 
-def test_every_worker_sees_changes(packages, tree, catalogs):
+@pytest.mark.slow
+def test_every_worker_sees_changes(packages, tree, closing):
     # Gunicorn workers each hold a catalog on the same state directory; one of them scans.
-    workers = [catalogs(open_catalog(packages, watch=True)) for _ in range(3)]
+    workers = [closing(open_catalog(packages, watch=True)) for _ in range(3)]
     assert sum(w._scanner is not None for w in workers) <= 1
     added = make_wheel(packages / "team", "shared", "1.0")
     for worker in workers:
@@ -324,8 +312,9 @@ def test_every_worker_sees_changes(packages, tree, catalogs):
         wait_for(lambda w=worker: w.find("team/" + added.name) is None, "every worker forgets it")
 
 
-def test_a_scanner_that_stops_is_replaced(packages, tree, catalogs):
-    workers = [catalogs(open_catalog(packages, watch=True)) for _ in range(2)]
+@pytest.mark.slow
+def test_a_scanner_that_stops_is_replaced(packages, tree, closing):
+    workers = [closing(open_catalog(packages, watch=True)) for _ in range(2)]
     wait_for(lambda: any(w._scanner is not None for w in workers), "one worker scans")
     leader = next(w for w in workers if w._scanner is not None)
     other = next(w for w in workers if w is not leader)
@@ -334,8 +323,8 @@ def test_a_scanner_that_stops_is_replaced(packages, tree, catalogs):
     wait_for(lambda: other.find(added.name), "the remaining worker takes over and sees new files")
 
 
-def test_a_file_being_written_is_not_served(packages, tree, catalogs):
-    catalog = catalogs(open_catalog(packages, watch=True))
+def test_a_file_being_written_is_not_served(packages, tree, closing):
+    catalog = closing(open_catalog(packages, watch=True))
     wait_for(lambda: catalog.last_scan is not None, "the first sweep")
     final = make_wheel(packages.parent / "src", "slow", "1.0", padding=200_000).read_bytes()
     target = packages / "slow-1.0-py3-none-any.whl"
@@ -355,8 +344,9 @@ def test_a_file_being_written_is_not_served(packages, tree, catalogs):
     assert dist.sha256 == hashlib.sha256(final).hexdigest()
 
 
-def test_a_slow_copy_is_never_seen_half_written(packages, catalogs):
-    catalog = catalogs(open_catalog(packages, watch=True))
+@pytest.mark.slow
+def test_a_slow_copy_is_never_seen_half_written(packages, closing):
+    catalog = closing(open_catalog(packages, watch=True))
     final = make_wheel(packages.parent / "src", "slowcopy", "1.0", padding=300_000).read_bytes()
     target = packages / "slowcopy-1.0-py3-none-any.whl"
     done = threading.Event()
@@ -415,6 +405,7 @@ def _open_at_the_barrier(packages: Path, barrier, errors) -> None:
         errors.put(f"{type(exc).__name__}: {exc}")
 
 
+@pytest.mark.slow
 def test_processes_opening_a_new_catalog_at_once_all_succeed(tmp_path):
     """gunicorn starts its workers together; on a fresh state directory each one creates the
     database. SQLite answers "database is locked" without waiting to a second process switching

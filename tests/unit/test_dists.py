@@ -295,6 +295,7 @@ def test_valid_archives_pass_check(tmp_path):
         check_archive(path, parse_filename(path.name))
 
 
+@pytest.mark.slow
 def test_zip_bomb_upload_check_stops_at_its_budget(tmp_path):
     """A small wheel that inflates to 300 MiB is refused without inflating all of it."""
     wheel = make_wheel(tmp_path, "bomb", "1.0")

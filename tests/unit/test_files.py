@@ -49,10 +49,8 @@ def tree(packages: Path) -> dict[str, Path]:
 
 
 @pytest.fixture
-def app(packages: Path, tree):
-    app = create_app(Settings(packages=(packages,)), watch=False)
-    yield app
-    app.config["wharf.catalog"].close()
+def app(make_app, tree):
+    return make_app()
 
 
 def get(app, path, headers=None, method="GET"):
@@ -100,25 +98,18 @@ def test_head(app, tree):
     assert headers["etag"] == get(app, "/packages/demo-1.0-py3-none-any.whl")[1]["etag"]
 
 
-def test_overwrite_means_files_are_not_immutable(packages, tree):
-    app = create_app(Settings(packages=(packages,), overwrite=True), watch=False)
-    try:
-        _s, headers, _b = get(app, "/packages/demo-1.0.tar.gz")
-    finally:
-        app.config["wharf.catalog"].close()
+def test_overwrite_means_files_are_not_immutable(make_app, tree):
+    _s, headers, _b = get(make_app(overwrite=True), "/packages/demo-1.0.tar.gz")
     assert "immutable" not in headers["cache-control"]
 
 
 @pytest.mark.parametrize("recheck", [60, 0])
-def test_nginx_is_told_when_to_check_a_cached_file_again(packages, tree, recheck):
+def test_nginx_is_told_when_to_check_a_cached_file_again(make_app, tree, recheck):
     """A removed file must not live on in the proxy cache for file_max_age (a year)."""
-    app = create_app(Settings(packages=(packages,), file_recheck=recheck), watch=False)
-    try:
-        _s, headers, _b = get(app, "/packages/demo-1.0-py3-none-any.whl")
-        status, revalidated, _b = get(app, "/packages/demo-1.0-py3-none-any.whl",
-                                      headers={"If-None-Match": headers["etag"]})
-    finally:
-        app.config["wharf.catalog"].close()
+    app = make_app(file_recheck=recheck)
+    _s, headers, _b = get(app, "/packages/demo-1.0-py3-none-any.whl")
+    status, revalidated, _b = get(app, "/packages/demo-1.0-py3-none-any.whl",
+                                  headers={"If-None-Match": headers["etag"]})
     assert status == 304
     for response in (headers, revalidated):
         assert response.get("x-accel-expires") == (str(recheck) if recheck else None)
@@ -126,18 +117,15 @@ def test_nginx_is_told_when_to_check_a_cached_file_again(packages, tree, recheck
 
 
 @pytest.mark.parametrize("size", [64 * 1024, 64 * 1024 + 1, 3 * 1024 * 1024])
-def test_small_and_large_files_are_sent_whole(packages, size):
+def test_small_and_large_files_are_sent_whole(make_app, packages, size):
     """Files up to 64 KiB are sent as bytes, larger ones as a file (sendfile): same bytes."""
     wheel = make_wheel(packages, "sized", "1.0")
     wheel.write_bytes(wheel.read_bytes().ljust(size, b"\0"))  # a zip may carry trailing bytes
-    app = create_app(Settings(packages=(packages,)), watch=False)
-    try:
-        for method in ("GET", "HEAD"):
-            status, headers, body = get(app, f"/packages/{wheel.name}", method=method)
-            assert status == 200 and headers["content-length"] == str(size)
-            assert body == (wheel.read_bytes() if method == "GET" else b"")
-    finally:
-        app.config["wharf.catalog"].close()
+    app = make_app()
+    for method in ("GET", "HEAD"):
+        status, headers, body = get(app, f"/packages/{wheel.name}", method=method)
+        assert status == 200 and headers["content-length"] == str(size)
+        assert body == (wheel.read_bytes() if method == "GET" else b"")
 
 
 # --- Range -------------------------------------------------------------------------------------

@@ -13,25 +13,21 @@ from app.settings import Settings
 from tests.support import call_wsgi, make_wheel
 
 
-def _app(tmp_path: Path, **options):
-    packages = tmp_path / "packages"
+def _app(make_app, packages: Path, **options):
     make_wheel(packages, "demo", "1.0")
-    return create_app(Settings(packages=(packages,), **options), watch=False), packages
+    return make_app(**options), packages
 
 
-def test_open_index_reports_counts(tmp_path):
-    app, _ = _app(tmp_path)
+def test_open_index_reports_counts(make_app, packages):
+    app, _ = _app(make_app, packages)
     status, headers, body = call_wsgi(app, "/health")
     data = json.loads(body)
     assert status == 200 and headers["cache-control"] == "no-store"
     assert data["status"] == "ok" and data["projects"] == 1 and data["files"] == 1
 
 
-def test_private_index_tells_anonymous_callers_only_up_or_down(tmp_path):
-    users = HtpasswdFile(str(tmp_path / "htpasswd"), new=True)
-    users.set_password("alice", "pw")
-    users.save()
-    app, _ = _app(tmp_path, password_file=str(tmp_path / "htpasswd"), authenticate=("update", "download", "list"))
+def test_private_index_tells_anonymous_callers_only_up_or_down(make_app, packages):
+    app, _ = _app(make_app, packages, users={"alice": "pw"}, authenticate=("update", "download", "list"))
     status, _, body = call_wsgi(app, "/health")
     assert status == 200 and set(json.loads(body)) == {"status", "time"}
     token = base64.b64encode(b"alice:pw").decode()
@@ -39,8 +35,8 @@ def test_private_index_tells_anonymous_callers_only_up_or_down(tmp_path):
     assert json.loads(body)["files"] == 1
 
 
-def test_unreadable_packages_directory_is_unhealthy(tmp_path):
-    app, packages = _app(tmp_path)
+def test_unreadable_packages_directory_is_unhealthy(make_app, packages):
+    app, packages = _app(make_app, packages)
     for item in packages.rglob("*"):
         if item.is_file():
             item.unlink()

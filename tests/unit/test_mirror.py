@@ -167,6 +167,7 @@ def _pylock(path: Path, files: list[Path]) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_lock_file_mirror_verifies_links_into_place_and_is_idempotent(tmp_path: Path):
     src, dest = tmp_path / "src", tmp_path / "packages"
     wheel, sdist = make_wheel(src, "demo", "1.0"), make_sdist(src, "demo", "1.0")

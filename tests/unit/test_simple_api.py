@@ -112,16 +112,9 @@ def tree(packages: Path) -> dict[str, Path]:
     return files
 
 
-def make_app(packages: Path, **options):
-    app = create_app(Settings(packages=(packages,), **options), watch=False)
-    return app
-
-
 @pytest.fixture
-def app(packages: Path, tree):
-    app = make_app(packages)
-    yield app
-    app.config["wharf.catalog"].close()
+def app(make_app, tree):
+    return make_app()
 
 
 def get(app, path, accept=None, **kwargs):
@@ -395,23 +388,17 @@ def test_forwarded_headers_only_from_trusted_peers(app, remote_addr, headers, lo
     assert response["location"] == location
 
 
-def test_trusted_proxies_setting(packages, tree):
+def test_trusted_proxies_setting(make_app, packages, tree):
     app = make_app(packages, trusted_proxies=("10.0.0.0/8",))
-    try:
-        trusted = get(app, "/simple/foo-bar", headers=FORWARDED, remote_addr="10.9.8.7")[1]["location"]
-        loopback = get(app, "/simple/foo-bar", headers=FORWARDED, remote_addr="127.0.0.1")[1]["location"]
-    finally:
-        app.config["wharf.catalog"].close()
+    trusted = get(app, "/simple/foo-bar", headers=FORWARDED, remote_addr="10.9.8.7")[1]["location"]
+    loopback = get(app, "/simple/foo-bar", headers=FORWARDED, remote_addr="127.0.0.1")[1]["location"]
     assert trusted == "https://pypi.example.com/pypi/simple/foo-bar/"
     assert loopback == "http://testserver/simple/foo-bar/"
 
 
-def test_server_base_url_overrides_headers(packages, tree):
+def test_server_base_url_overrides_headers(make_app, packages, tree):
     app = make_app(packages, server_base_url="https://index.example.org/base/")
-    try:
-        status, headers, _body = get(app, "/simple/Foo.Bar/", headers=FORWARDED)
-    finally:
-        app.config["wharf.catalog"].close()
+    status, headers, _body = get(app, "/simple/Foo.Bar/", headers=FORWARDED)
     assert status == 301
     assert headers["location"] == "https://index.example.org/base/simple/foo-bar/"
 
@@ -458,13 +445,10 @@ def test_unknown_project_has_no_fallback_by_default(app):
     assert "location" not in headers
 
 
-def test_fallback_url_redirects_unknown_projects_when_asked(packages, tree):
+def test_fallback_url_redirects_unknown_projects_when_asked(make_app, packages, tree):
     app = make_app(packages, fallback_url="https://pypi.org/simple/")
-    try:
-        status, headers, _body = get(app, "/simple/requests/")
-        known = get(app, "/simple/foo-bar/")[0]
-    finally:
-        app.config["wharf.catalog"].close()
+    status, headers, _body = get(app, "/simple/requests/")
+    known = get(app, "/simple/foo-bar/")[0]
     assert status == 302
     assert headers["location"] == "https://pypi.org/simple/requests/"
     assert known == 200
@@ -501,15 +485,12 @@ def test_yanked_rendering(app, tree, reason, html_value, json_value):
     assert files[tree["new"].name]["yanked"] is False
 
 
-def test_requires_python_is_escaped_whatever_it_holds(packages):
+def test_requires_python_is_escaped_whatever_it_holds(make_app, packages):
     # Metadata is whatever the uploader wrote; the page must stay well-formed.
     hostile = '>=3" onmouseover="alert(1)'
     settle(make_wheel(packages, "odd", "1.0", requires_python=hostile))
     app = make_app(packages)
-    try:
-        _s, _h, body = get(app, "/simple/odd/")
-    finally:
-        app.config["wharf.catalog"].close()
+    _s, _h, body = get(app, "/simple/odd/")
     (anchor,) = Links(body).anchors.values()
     assert anchor["data-requires-python"] == hostile
     assert "onmouseover" not in anchor

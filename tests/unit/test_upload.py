@@ -128,24 +128,22 @@ def write_users(path: Path, **users: str) -> Path:
     return path
 
 
-def make_index(tmp_path: Path, **settings) -> Index:
+def make_index(make_app, tmp_path: Path, **settings) -> Index:
     packages = tmp_path / "packages"
     packages.mkdir(parents=True, exist_ok=True)
     htpasswd = write_users(tmp_path / "htpasswd", alice="pw-alice", bob="pw-bob")
     rules = tmp_path / "permissions.ini"
     rules.write_text("[projects]\nbob = bobs-lib, bobs-lib-*\n")
-    options = dict(packages=(packages,), state_dir=tmp_path / "state", password_file=str(htpasswd),
+    options = dict(state_dir=tmp_path / "state", password_file=str(htpasswd),
                    permissions_file=rules, max_upload_size=MAX)
     options.update(settings)
-    app = create_app(Settings(**options).validated(), watch=False)
+    app = make_app(packages, **options)
     return Index(app, packages, tmp_path / "dists")
 
 
 @pytest.fixture
-def index(tmp_path: Path):
-    index = make_index(tmp_path)
-    yield index
-    index.app.config["wharf.catalog"].close()
+def index(make_app, tmp_path: Path) -> Index:
+    return make_index(make_app, tmp_path)
 
 
 def snapshot(directory: Path) -> dict[str, str]:
@@ -175,16 +173,13 @@ def test_sdist_upload_and_file_part_first(index: Index):
     assert index.project_json("demo-pkg")["files"][0]["filename"] == sdist.name
 
 
-def test_large_upload_arriving_in_small_reads(tmp_path: Path):
+def test_large_upload_arriving_in_small_reads(make_app, tmp_path: Path):
     # Far beyond bottle's MEMFILE_MAX (100 KiB), read in socket-sized pieces.
-    big = make_index(tmp_path / "big", max_upload_size=64 * 1024 * 1024)
-    try:
-        wheel = make_wheel(big.dists, "bulky", "1.0", padding=5 * 1024 * 1024)
-        answer = big.upload(wheel, chunks=65536 - 17)
-        assert answer.status == 200, answer
-        assert hashlib.sha256((big.packages / wheel.name).read_bytes()).digest() == hashlib.sha256(wheel.read_bytes()).digest()
-    finally:
-        big.app.config["wharf.catalog"].close()
+    big = make_index(make_app, tmp_path / "big", max_upload_size=64 * 1024 * 1024)
+    wheel = make_wheel(big.dists, "bulky", "1.0", padding=5 * 1024 * 1024)
+    answer = big.upload(wheel, chunks=65536 - 17)
+    assert answer.status == 200, answer
+    assert hashlib.sha256((big.packages / wheel.name).read_bytes()).digest() == hashlib.sha256(wheel.read_bytes()).digest()
 
 
 def test_identical_reupload_changes_nothing(index: Index):
@@ -197,7 +192,7 @@ def test_identical_reupload_changes_nothing(index: Index):
     assert (again.st_mtime_ns, again.st_ino) == (stat.st_mtime_ns, stat.st_ino)
 
 
-def test_duplicate_with_other_bytes_is_409_unless_overwrite(index: Index, tmp_path: Path):
+def test_duplicate_with_other_bytes_is_409_unless_overwrite(index: Index, make_app, tmp_path: Path):
     first = make_wheel(index.dists / "a", "demo-pkg", "1.0")
     second = make_wheel(index.dists / "b", "demo-pkg", "1.0", summary="different bytes")
     assert index.upload(first).status == 200
@@ -206,16 +201,13 @@ def test_duplicate_with_other_bytes_is_409_unless_overwrite(index: Index, tmp_pa
     assert "already exists" in answer.reason and "already exists" in answer.body
     assert (index.packages / first.name).read_bytes() == first.read_bytes()
 
-    other = make_index(tmp_path / "overwrite", overwrite=True)
-    try:
-        assert other.upload(first).status == 200
-        answer = other.upload(second)
-        assert answer.status == 200 and "replacing" in answer.body
-        assert (other.packages / first.name).read_bytes() == second.read_bytes()
-        page = other.project_json("demo-pkg")
-        assert page["files"][0]["hashes"]["sha256"] == hashlib.sha256(second.read_bytes()).hexdigest()
-    finally:
-        other.app.config["wharf.catalog"].close()
+    other = make_index(make_app, tmp_path / "overwrite", overwrite=True)
+    assert other.upload(first).status == 200
+    answer = other.upload(second)
+    assert answer.status == 200 and "replacing" in answer.body
+    assert (other.packages / first.name).read_bytes() == second.read_bytes()
+    page = other.project_json("demo-pkg")
+    assert page["files"][0]["hashes"]["sha256"] == hashlib.sha256(second.read_bytes()).hexdigest()
 
 
 def test_duplicate_on_disk_but_not_yet_indexed(index: Index):
@@ -329,21 +321,15 @@ def test_conflict_table_entry(index: Index):
     assert snapshot(index.packages) == before
 
 
-def test_no_password_file_means_no_uploads(tmp_path: Path):
-    index = make_index(tmp_path, password_file="", permissions_file=None)
-    try:
-        wheel = make_wheel(index.dists, "demo-pkg", "1.0")
-        answer = index.upload(wheel, auth=None)
-        assert answer.status == 403 and "no password file" in answer.body
-        open_index = make_index(tmp_path / "open", password_file=".", authenticate=(), permissions_file=None)
-        try:
-            answer = open_index.upload(wheel, auth=None)
-            assert answer.status == 403 and "takes no uploads" in answer.reason
-        finally:
-            open_index.app.config["wharf.catalog"].close()
-        assert not (index.packages / wheel.name).exists()
-    finally:
-        index.app.config["wharf.catalog"].close()
+def test_no_password_file_means_no_uploads(make_app, tmp_path: Path):
+    index = make_index(make_app, tmp_path, password_file="", permissions_file=None)
+    wheel = make_wheel(index.dists, "demo-pkg", "1.0")
+    answer = index.upload(wheel, auth=None)
+    assert answer.status == 403 and "no password file" in answer.body
+    open_index = make_index(make_app, tmp_path / "open", password_file=".", authenticate=(), permissions_file=None)
+    answer = open_index.upload(wheel, auth=None)
+    assert answer.status == 403 and "takes no uploads" in answer.reason
+    assert not (index.packages / wheel.name).exists()
 
 
 def test_restricted_user_publishes_own_projects(index: Index):

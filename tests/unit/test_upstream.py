@@ -110,6 +110,7 @@ def test_files_without_a_checkable_hash_are_not_offered():
     assert [f.filename for f in PullThrough._servable(files)] == ["c-1.0.tar.gz"]
 
 
+@pytest.mark.slow
 def test_credentials_go_only_to_the_upstream_origin_and_bytes_are_verified(tmp_path: Path):
     wheel = make_wheel(tmp_path / "src", "demo", "1.0")
     with TinyIndex([wheel]) as file_host, \
@@ -134,22 +135,23 @@ def test_credentials_go_only_to_the_upstream_origin_and_bytes_are_verified(tmp_p
         UpstreamIndex(f"http://127.0.0.1:{free_port()}/simple/", timeout=2).project("demo")
 
 
-def _app(tmp_path: Path, upstream_url: str, **extra):
+def _app(make_app, tmp_path: Path, upstream_url: str, **extra):
     packages = tmp_path / "packages"
     packages.mkdir(exist_ok=True)
-    settings = Settings(packages=(packages,), upstream_url=upstream_url, upstream_max_age=0,
-                        upstream_cache_dir=tmp_path / "cache", **extra)
-    return create_app(settings, watch=False), packages, tmp_path / "cache"
+    app = make_app(packages, upstream_url=upstream_url, upstream_max_age=0,
+                   upstream_cache_dir=tmp_path / "cache", **extra)
+    return app, packages, tmp_path / "cache"
 
 
-def test_pull_through_routes(tmp_path: Path):
+@pytest.mark.slow
+def test_pull_through_routes(make_app, tmp_path: Path):
     wheel = make_wheel(tmp_path / "src", "demo", "1.0", requires_python=">=3.8")
     local_twin = make_wheel(tmp_path / "src2", "local-lib", "2.0")
     upstream_twin = make_wheel(tmp_path / "src3", "local-lib", "1.0")
-    (tmp_path / "packages").mkdir()
+    (tmp_path / "packages").mkdir(exist_ok=True)
     (tmp_path / "packages" / local_twin.name).write_bytes(local_twin.read_bytes())
     with TinyIndex([wheel, upstream_twin]) as upstream:
-        app, _packages, cache = _app(tmp_path, upstream.url(), upstream_deny=("blocked",))
+        app, _packages, cache = _app(make_app, tmp_path, upstream.url(), upstream_deny=("blocked",))
 
         status, headers, body = call_wsgi(app, "/simple/demo/", headers=JSON)
         assert status == 200 and headers["vary"].startswith("Accept")
@@ -199,8 +201,8 @@ def test_pull_through_routes(tmp_path: Path):
     assert json.loads(call_wsgi(app, "/health")[2])["upstream"]["reachable"] is False
 
 
-def test_without_upstream_url_nothing_changes(tmp_path: Path):
-    app, _packages, cache = _app(tmp_path, "")
+def test_without_upstream_url_nothing_changes(make_app, tmp_path: Path):
+    app, _packages, cache = _app(make_app, tmp_path, "")
     assert app.config["wharf.upstream"] is None
     assert call_wsgi(app, "/simple/demo/")[0] == 404
     assert call_wsgi(app, "/upstream/demo/demo-1.0.tar.gz")[0] == 404
@@ -208,12 +210,13 @@ def test_without_upstream_url_nothing_changes(tmp_path: Path):
     assert not cache.exists()
 
 
-def test_large_files_are_relayed_while_verified_and_a_lie_is_cut_short(tmp_path: Path, monkeypatch):
+@pytest.mark.slow
+def test_large_files_are_relayed_while_verified_and_a_lie_is_cut_short(make_app, tmp_path: Path, monkeypatch):
     monkeypatch.setattr("app.upstream.STREAM_AFTER", 1024)
     big = make_wheel(tmp_path / "src", "big", "1.0", padding=2_500_000)  # three 1 MiB chunks
     data = big.read_bytes()
     with TinyIndex([big]) as upstream:
-        app, _packages, cache = _app(tmp_path, upstream.url())
+        app, _packages, cache = _app(make_app, tmp_path, upstream.url())
         upstream.lies[big.name] = data[:-10] + b"0123456789"  # same length, other bytes
         with pytest.raises(HashMismatch):
             call_wsgi(app, f"/upstream/big/{big.name}")  # the server cuts the connection short

@@ -89,26 +89,13 @@ def filled(packages: Path) -> Path:
     return settled(packages)
 
 
-_OPEN: list = []
-
-
-def app_for(packages: Path, **settings):
-    """An app on ``packages``; a second app on the same directory replaces the first."""
-    close_apps()
-    app = create_app(Settings.from_env({}, packages=(packages,), **settings), watch=False)
-    _OPEN.append(app)
-    return app
-
-
-def close_apps() -> None:
-    while _OPEN:
-        _OPEN.pop().config["wharf.catalog"].close()
-
-
-@pytest.fixture(autouse=True)
-def _closed_apps():
-    yield
-    close_apps()
+@pytest.fixture
+def app_for(make_app):
+    def make(packages: Path, **settings):
+        """An app on ``packages``; a second app on the same directory replaces the first."""
+        make_app.close()
+        return make_app(packages, **settings)
+    return make
 
 
 def get(app, path: str, **kwargs) -> tuple[int, dict[str, str], str]:
@@ -124,7 +111,7 @@ def readme_of(page: str) -> str:
 
 
 # --- home -----------------------------------------------------------------------------------
-def test_home_counts_and_snippets_use_the_request_url(filled: Path):
+def test_home_counts_and_snippets_use_the_request_url(app_for, filled: Path):
     status, headers, page = get(app_for(filled), "/", host="pypi.test:8080")
     assert status == 200 and headers["content-type"] == "text/html; charset=utf-8"
     assert "<strong>5</strong> projects" in page and "<strong>7</strong> files" in page
@@ -138,7 +125,7 @@ def test_home_counts_and_snippets_use_the_request_url(filled: Path):
     assert 'href="/project/rich-lib/"' in page  # recently updated
 
 
-def test_home_honours_a_trusted_proxy_scheme_host_and_prefix(filled: Path):
+def test_home_honours_a_trusted_proxy_scheme_host_and_prefix(app_for, filled: Path):
     forwarded = {"X-Forwarded-Proto": "https", "X-Forwarded-Host": "pkgs.example.com",
                  "X-Forwarded-Prefix": "/python"}
     _, _, page = get(app_for(filled), "/", headers=forwarded)
@@ -148,7 +135,7 @@ def test_home_honours_a_trusted_proxy_scheme_host_and_prefix(filled: Path):
     assert "pkgs.example.com" not in untrusted and "/python/" not in untrusted
 
 
-def test_welcome_file_replaces_the_home_page_with_pypiserver_placeholders(filled: Path, tmp_path: Path):
+def test_welcome_file_replaces_the_home_page_with_pypiserver_placeholders(app_for, filled: Path, tmp_path: Path):
     welcome = tmp_path / "welcome.html"
     welcome.write_text("<html><body><h1>Ours</h1><p>{{NUMPKGS}} files at {{ URL }}simple/ "
                        "and {{SIMPLE}}</p><p>{{ unknown }} % not code</p></body></html>")
@@ -161,7 +148,7 @@ def test_welcome_file_replaces_the_home_page_with_pypiserver_placeholders(filled
 
 
 # --- list and search ------------------------------------------------------------------------
-def test_project_list_is_paginated(packages: Path):
+def test_project_list_is_paginated(app_for, packages: Path):
     for i in range(PER_PAGE * 2 + 5):
         make_wheel(packages, f"pkg-{i:03d}", "1.0")
     app = app_for(settled(packages))
@@ -176,7 +163,7 @@ def test_project_list_is_paginated(packages: Path):
     assert status == 404 and "There is no page 4" in beyond
 
 
-def test_search_pages_keep_the_query(packages: Path):
+def test_search_pages_keep_the_query(app_for, packages: Path):
     for i in range(PER_PAGE + 1):
         make_wheel(packages, f"tool-{i:03d}", "1.0")
     make_wheel(packages, "other", "1.0")
@@ -190,28 +177,28 @@ def test_search_pages_keep_the_query(packages: Path):
     ("page=0", 400), ("page=-1", 400), ("page=x", 400), ("page=1.5", 400), ("page=99999999", 400),
     ("q=" + "a" * 201, 400), ("q=%FF%FE", 400), ("q=ok", 200), ("q=%3Cscript%3E", 200),
 ])
-def test_bad_list_parameters_are_refused(filled: Path, query: str, status: int):
+def test_bad_list_parameters_are_refused(app_for, filled: Path, query: str, status: int):
     assert get(app_for(filled), f"/projects/?{query}")[0] == status
 
 
-def test_search_query_is_escaped_in_the_page(filled: Path):
+def test_search_query_is_escaped_in_the_page(app_for, filled: Path):
     _, _, page = get(app_for(filled), '/projects/?q=%3Cscript%3Ealert(1)%3C%2Fscript%3E')
     assert "<script>alert" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
 
 
-def _view(packages: Path, tmp_path: Path) -> tuple[Catalog, View]:
+def _view(closing, packages: Path, tmp_path: Path) -> tuple[Catalog, View]:
     settings = Settings.from_env({}, packages=(packages,), state_dir=tmp_path / "state")
-    catalog = Catalog(settings, LocalStorage(settings.packages)).open()
+    catalog = closing(Catalog(settings, LocalStorage(settings.packages)).open())
     return catalog, catalog.view
 
 
-def test_search_matches_names_and_summaries_and_ranks_names_first(packages: Path, tmp_path: Path):
+def test_search_matches_names_and_summaries_and_ranks_names_first(closing, packages: Path, tmp_path: Path):
     make_wheel(packages, "requests", "2.0", summary="HTTP for humans")
     make_wheel(packages, "requests-toolbelt", "1.0", summary="Utilities")
     make_wheel(packages, "httpx", "0.27", summary="A next-generation HTTP client")
     make_wheel(packages, "my_requests_helper", "1.0", summary="Glue")
     make_wheel(packages, "zeta", "1.0", summary="Talks to requests-based services")
-    catalog, view = _view(settled(packages), tmp_path)
+    catalog, view = _view(closing, settled(packages), tmp_path)
     index = SearchIndex(view)
     names = lambda q: [e.name for e in index.search(q)]  # noqa: E731
     assert names("requests") == ["requests", "requests-toolbelt", "my-requests-helper", "zeta"]
@@ -231,7 +218,7 @@ def test_search_matches_names_and_summaries_and_ranks_names_first(packages: Path
 
 
 # --- project pages --------------------------------------------------------------------------
-def test_project_page_shows_metadata_versions_and_files(filled: Path):
+def test_project_page_shows_metadata_versions_and_files(app_for, filled: Path):
     app = app_for(filled)
     status, headers, page = get(app, "/project/rich-lib/", host="idx.test")
     assert status == 200
@@ -254,7 +241,7 @@ def test_project_page_shows_metadata_versions_and_files(filled: Path):
     assert "pre-release" in page and "uploaded <time datetime=" in page
 
 
-def test_project_page_renders_markdown_safely(filled: Path):
+def test_project_page_renders_markdown_safely(app_for, filled: Path):
     _, headers, page = get(app_for(filled), "/project/rich-lib/")
     readme = readme_of(page)
     assert '<h1 id="user-content-rich-lib">Rich Lib</h1>' in readme
@@ -270,7 +257,7 @@ def test_project_page_renders_markdown_safely(filled: Path):
     ("rst-doc", ["<pre>Title<br>=====", "&lt;script&gt;bad()&lt;/script&gt;"], ["<script"]),
     ("plain-doc", ["<pre>&lt;b&gt;not bold&lt;/b&gt;<br>  indented</pre>"], ["<b>"]),
 ])
-def test_project_page_renders_rst_and_plain_text(filled: Path, name: str, expect: list[str], absent: list[str]):
+def test_project_page_renders_rst_and_plain_text(app_for, filled: Path, name: str, expect: list[str], absent: list[str]):
     readme = readme_of(get(app_for(filled), f"/project/{name}/")[2])
     for text in expect:
         assert text in readme
@@ -278,12 +265,12 @@ def test_project_page_renders_rst_and_plain_text(filled: Path, name: str, expect
         assert text not in readme
 
 
-def test_project_without_description_says_so(filled: Path):
+def test_project_without_description_says_so(app_for, filled: Path):
     _, _, page = get(app_for(filled), "/project/no-doc/")
     assert "This project has no description." in page
 
 
-def test_unreadable_archives_still_get_a_page(packages: Path):
+def test_unreadable_archives_still_get_a_page(app_for, packages: Path):
     (packages / "broken-1.0.tar.gz").write_bytes(b"not a tarball at all")
     (packages / "broken-1.0-py3-none-any.whl").write_bytes(b"PK not a zip")
     app = app_for(settled(packages))
@@ -293,7 +280,7 @@ def test_unreadable_archives_still_get_a_page(packages: Path):
     check_html(page)
 
 
-def test_license_from_classifiers_with_long_text_folded(packages: Path):
+def test_license_from_classifiers_with_long_text_folded(app_for, packages: Path):
     long_text = "Permission is hereby granted, free of charge, to any person\n        obtaining a copy"
     raw_wheel(packages, "licensed", "1.0", "Metadata-Version: 2.1\nName: licensed\nVersion: 1.0\n"
               f"License: {long_text}\nClassifier: License :: OSI Approved :: MIT License\n")
@@ -302,17 +289,17 @@ def test_license_from_classifiers_with_long_text_folded(packages: Path):
     assert "Permission is hereby granted" in page
 
 
-def test_head_answers_without_a_body(filled: Path):
+def test_head_answers_without_a_body(app_for, filled: Path):
     status, headers, body = get(app_for(filled), "/project/rich-lib/", method="HEAD")
     assert status == 200 and body == "" and headers["content-type"] == "text/html; charset=utf-8"
 
 
-def test_sdist_only_project_reads_pkg_info(filled: Path):
+def test_sdist_only_project_reads_pkg_info(app_for, filled: Path):
     _, _, page = get(app_for(filled), "/project/rst-good/")
     assert "From the core metadata of <code>rst_good-1.0.tar.gz</code>" in page
 
 
-def test_project_names_redirect_to_the_normalized_page(filled: Path):
+def test_project_names_redirect_to_the_normalized_page(app_for, filled: Path):
     status, headers, _ = get(app_for(filled), "/project/Rich_Lib/", host="a.test")
     assert status == 301 and headers["location"] == "http://a.test/project/rich-lib/"
     status, headers, _ = get(app_for(filled), "/project/Rich.Lib", host="a.test")
@@ -322,7 +309,7 @@ def test_project_names_redirect_to_the_normalized_page(filled: Path):
     assert get(app_for(filled), "/project/-bad-/")[0] == 404
 
 
-def test_yanked_files_and_versions_are_marked(filled: Path):
+def test_yanked_files_and_versions_are_marked(app_for, filled: Path):
     app = app_for(filled)
     catalog = app.config["wharf.catalog"]
     old = [f for f in catalog.project("rich-lib").files if f.version == "1.0"]
@@ -333,7 +320,7 @@ def test_yanked_files_and_versions_are_marked(filled: Path):
     assert '<span class="badge yanked">yanked: broken build</span>' in page
 
 
-def test_pages_follow_catalog_changes(filled: Path):
+def test_pages_follow_catalog_changes(app_for, filled: Path):
     app = app_for(filled)
     catalog = app.config["wharf.catalog"]
     assert "9.0" not in get(app, "/project/no-doc/")[2]
@@ -346,7 +333,7 @@ def test_pages_follow_catalog_changes(filled: Path):
 
 
 # --- caching, assets, auth -----------------------------------------------------------------
-def test_pages_answer_304_to_a_current_etag(filled: Path):
+def test_pages_answer_304_to_a_current_etag(app_for, filled: Path):
     app = app_for(filled)
     status, headers, _ = get(app, "/project/rich-lib/")
     assert status == 200 and headers["cache-control"] == "no-cache"
@@ -354,7 +341,7 @@ def test_pages_answer_304_to_a_current_etag(filled: Path):
     assert status == 304 and body == ""
 
 
-def test_static_assets_are_served_with_caching_headers(filled: Path):
+def test_static_assets_are_served_with_caching_headers(app_for, filled: Path):
     app = app_for(filled)
     page = get(app, "/")[2]
     css = re.search(r'href="(/static/wharf\.css\?v=\w+)"', page).group(1)
@@ -372,7 +359,7 @@ def test_static_assets_are_served_with_caching_headers(filled: Path):
         assert get(app, bad)[0] == 404
 
 
-def test_pages_need_a_user_when_list_is_protected(filled: Path, tmp_path: Path):
+def test_pages_need_a_user_when_list_is_protected(app_for, filled: Path, tmp_path: Path):
     passwords = tmp_path / "htpasswd"
     users = HtpasswdFile(str(passwords), new=True)
     users.set_password("alice", "secret")
@@ -390,7 +377,7 @@ def test_pages_need_a_user_when_list_is_protected(filled: Path, tmp_path: Path):
     assert "asks for a user name and password" in page
 
 
-def test_home_says_whether_uploads_are_taken(filled: Path, tmp_path: Path):
+def test_home_says_whether_uploads_are_taken(app_for, filled: Path, tmp_path: Path):
     page = get(app_for(filled), "/")[2]
     assert "This index takes no uploads yet" in page
     passwords = tmp_path / "htpasswd"
@@ -468,7 +455,7 @@ def check_html(page: str) -> None:
     assert not structure.problems, structure.problems
 
 
-def test_every_page_is_valid_html(filled: Path):
+def test_every_page_is_valid_html(app_for, filled: Path):
     app = app_for(filled)
     paths = ["/", "/projects/", "/projects/?q=rich", "/projects/?q=%3Cb%3E", "/projects/?q=nothing-matches",
              "/projects/?page=9", "/project/missing/"]
