@@ -16,7 +16,6 @@ from .auth import Access, Refusal
 from .catalog import Catalog
 from .proxy import ProxyHeaders
 from .settings import Settings
-from .storage import LocalStorage
 
 __all__ = ["create_app", "Settings"]
 
@@ -48,8 +47,7 @@ def templates() -> jinja2.Environment:
 
 def create_app(settings: Settings, *, watch: bool = True) -> bottle.Bottle:
     """A fresh index app for ``settings``; ``watch`` keeps following the directories."""
-    storage = LocalStorage(settings.packages)
-    catalog = Catalog(settings, storage)
+    catalog = Catalog(settings)  # on storage_for(settings): the packages directories
     catalog.start() if watch else catalog.open()
     access = Access(settings)
     env = templates()

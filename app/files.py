@@ -8,7 +8,6 @@ name a path outside the packages directories. Content-Encoding is never set: a
 from __future__ import annotations
 
 import functools
-import os
 import re
 
 import jinja2
@@ -121,10 +120,9 @@ class Downloads:
         if not_modified(etag, dist.upload_time):
             raise HTTPResponse(status=304, headers=dict(response.headers))
         try:
-            stream = self.catalog.storage.open(dist.root, dist.relpath)
+            stream, size = self.catalog.storage.open(dist.root, dist.relpath)
         except FileNotFoundError:
             raise HTTPError(404, f"{dist.filename} was removed") from None
-        size = os.fstat(stream.fileno()).st_size
         wanted = request.environ.get("HTTP_RANGE")
         span = None
         try:
