@@ -11,7 +11,8 @@ from pathlib import Path
 import bottle
 import jinja2
 
-from . import auth_request, files, health, simple_api, upload, upstream, web
+from . import auth_request, files, health, publishing, simple_api, web
+from .upstream import pull_through
 from .auth import Access, Refusal
 from .catalog import Catalog
 from .proxy import ProxyHeaders
@@ -59,13 +60,13 @@ def create_app(settings: Settings, *, watch: bool = True) -> bottle.Bottle:
     # A change another worker made (upload, removal, yank) shows on the very next request.
     app.add_hook("before_request", catalog.catch_up)
 
-    pull_through = upstream.register(app, settings, catalog, access, env)  # None unless upstream_url
-    app.config["wharf.upstream"] = pull_through  # web pages: pull_through.status()
-    simple_api.register(app, settings, catalog, access, env, upstream=pull_through)
+    upstream = pull_through.register(app, settings, catalog, access, env)  # None unless upstream_url
+    app.config["wharf.upstream"] = upstream  # web pages and health: upstream.status()
+    simple_api.register(app, settings, catalog, access, env, upstream=upstream)
     files.register(app, settings, catalog, access, env)
-    health.register(app, settings, catalog, access, upstream=pull_through)
+    health.register(app, settings, catalog, access, upstream=upstream)
     web.register(app, settings, catalog, access, env)
-    upload.register(app, settings, catalog, access, env)
+    publishing.register(app, settings, catalog, access, env)
     auth_request.register(app, settings, access)  # nginx asks before serving protected cache entries
 
     app.wsgi = ProxyHeaders(app.wsgi, settings.trusted_proxies, settings.server_base_url)

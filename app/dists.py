@@ -31,6 +31,9 @@ MAX_TAR_OFFSET = 64 * 1024 * 1024
 # Most members an uploaded archive may have (the biggest wheels on PyPI have ~30,000).
 MAX_ARCHIVE_MEMBERS = 100_000
 
+# A PEP 658 core metadata file is served at its distribution's URL plus this.
+METADATA_SUFFIX = ".metadata"
+
 SDIST_SUFFIXES = (".tar.gz", ".zip")
 # Older formats pypiserver also serves; pip no longer installs most of them but
 # a private index must keep serving what people put there.

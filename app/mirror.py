@@ -1,4 +1,4 @@
-"""``wharf mirror``: copy what you depend on from an upstream index into the packages directory.
+"""Mirroring: copy what you depend on from an upstream index into the packages directory.
 
 How a run goes:
 1. pip resolves, once per target (Python version x platform): ``pip install --dry-run
@@ -9,16 +9,17 @@ How a run goes:
 2. for each chosen project version, its sdist is added too (``--no-sdist`` skips them);
 3. each file not already in the packages directories is downloaded from the URL the
    upstream's own listing (PEP 691 JSON, HTML fallback) gives, checked against that
-   listing's hash, written to a hidden temporary file and only then linked into place.
+   listing's hash, written to a new file in storage and only then published (linked
+   into place, never over an existing file).
 
 A re-run asks pip and the listings again but downloads nothing that is there already.
 A lock file (PEP 751 ``pylock.toml``) names exact files: those are mirrored as listed,
-checked against the lock's hashes as well as the listing's.
+checked against the lock's hashes as well as the listing's. The command (``wharf mirror``)
+is in app/cli.py.
 """
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import json
 import os
@@ -29,7 +30,7 @@ import tomllib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TextIO
+from typing import Protocol
 from urllib.parse import unquote, urlsplit
 
 from packaging.markers import default_environment
@@ -38,9 +39,9 @@ from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
 from .dists import InvalidDistribution, parse_filename
-from .settings import Settings
-from .storage import LocalStorage
-from .upstream import HashMismatch, Listing, UpstreamError, UpstreamFile, UpstreamIndex
+from .storage import Storage
+from .upstream.client import UpstreamIndex
+from .upstream.listings import HashMismatch, Listing, UpstreamError, UpstreamFile
 
 # Environment variables that would override pip's --cert (requests reads them first).
 _CA_OVERRIDES = ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")
@@ -320,65 +321,53 @@ def sdist_of(listing: Listing, version: str) -> UpstreamFile | None:
     return found[0] if found else None
 
 
-def existing_files(roots: Iterable[Path]) -> set[str]:
-    """Names of the files already in the packages directories (dot-folders skipped)."""
+def existing_files(storage: Storage) -> set[str]:
+    """Names of the distribution files already in the storage's roots (dot-folders skipped)."""
     names: set[str] = set()
-    for root in roots:
-        for directory, subdirs, files in os.walk(root):
-            subdirs[:] = [d for d in subdirs if not d.startswith(".")]
-            names.update(f for f in files if not f.startswith("."))
+    for root in range(len(storage.root_names())):
+        names.update(relpath.rsplit("/", 1)[-1] for relpath in storage.list_files(root))
     return names
 
 
-# --- output ---------------------------------------------------------------------------------
-class Progress:
-    """One self-rewriting status line on a terminal; nothing at all elsewhere (CI logs)."""
+# --- reporting ----------------------------------------------------------------------------
+class Progress(Protocol):
+    """What a run reports to while it works (the CLI draws it on a terminal)."""
 
-    def __init__(self, stream: TextIO, enabled: bool):
-        self.stream = stream
-        self.enabled = enabled
-        self._text = ""
-        self._bytes = 0
-        self._total: int | None = None
+    def show(self, text: str, total: int | None = None) -> None: ...
+
+    def advance(self, count: int) -> None: ...
+
+    def clear(self) -> None: ...
+
+    def added(self, filename: str, size: int) -> None: ...
+
+
+class Silent:
+    """A Progress that shows nothing."""
 
     def show(self, text: str, total: int | None = None) -> None:
-        self._text, self._bytes, self._total = text, 0, total
-        self._draw()
+        pass
 
     def advance(self, count: int) -> None:
-        self._bytes += count
-        self._draw()
-
-    def _draw(self) -> None:
-        if not self.enabled:
-            return
-        amount = f" {_size(self._bytes)}" if self._bytes else ""
-        if self._bytes and self._total:
-            amount += f"/{_size(self._total)}"
-        self.stream.write("\r\033[K" + self._text + amount)
-        self.stream.flush()
+        pass
 
     def clear(self) -> None:
-        if self.enabled:
-            self.stream.write("\r\033[K")
-            self.stream.flush()
+        pass
 
-
-def _size(count: int) -> str:
-    for unit in ("B", "kB", "MB", "GB"):
-        if count < 1000 or unit == "GB":
-            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
-        count /= 1000
-    return str(count)
+    def added(self, filename: str, size: int) -> None:
+        pass
 
 
 # --- the run ----------------------------------------------------------------------------------
-def mirror(index: UpstreamIndex, dest: Path, *, index_url: str, cert: Path | None, timeout: float,
+def mirror(index: UpstreamIndex, storage: Storage, *, index_url: str, cert: Path | None, timeout: float,
            requirements: list[str], requirement_files: list[Path], target_list: list[Target],
-           sdists: bool = True, known_roots: Iterable[Path] = (), dry_run: bool = False,
-           retries: int | None = None, progress: Progress | None = None, out: TextIO = sys.stdout) -> Result:
-    """Mirror ``requirements`` for every target into ``dest``; see the module docstring."""
-    progress = progress or Progress(sys.stderr, False)
+           sdists: bool = True, dry_run: bool = False, retries: int | None = None,
+           progress: Progress | None = None) -> Result:
+    """Mirror ``requirements`` for every target into ``storage`` (its first root); see the module docstring.
+
+    Files in any of the storage's roots count as present.
+    """
+    progress = progress or Silent()
     result = Result()
     locks = [p for p in requirement_files if is_pylock(p)]
     plain_files = [p for p in requirement_files if not is_pylock(p)]
@@ -422,7 +411,7 @@ def mirror(index: UpstreamIndex, dest: Path, *, index_url: str, cert: Path | Non
             if sdist is not None:
                 wanted.setdefault(sdist.filename, Wanted(project, version, sdist.filename))
 
-    have = existing_files([dest, *known_roots])
+    have = existing_files(storage)
     todo = []
     for filename in sorted(wanted):
         if filename in have:
@@ -430,7 +419,6 @@ def mirror(index: UpstreamIndex, dest: Path, *, index_url: str, cert: Path | Non
         else:
             todo.append(wanted[filename])
 
-    storage = LocalStorage((dest,))
     for number, w in enumerate(todo, 1):
         try:
             listing = listing_of(w.project)
@@ -450,10 +438,9 @@ def mirror(index: UpstreamIndex, dest: Path, *, index_url: str, cert: Path | Non
             continue
         progress.show(f"[{number}/{len(todo)}] {w.filename}", entry.size)
         try:
-            with storage.temporary(w.filename) as (stream, tmp):
-                size = index.download(entry, stream, progress.advance)
-                stream.flush()
-                storage.publish(tmp, w.filename, replace=False)
+            with storage.new_file(w.filename) as new:
+                size = index.download(entry, new, progress.advance)
+                new.publish(replace=False)
         except FileExistsError:
             result.present.append(w.filename)  # another run put it there meanwhile
             continue
@@ -463,7 +450,7 @@ def mirror(index: UpstreamIndex, dest: Path, *, index_url: str, cert: Path | Non
             continue
         progress.clear()
         result.added.append((w.filename, size))
-        print(f"added {w.filename} ({_size(size)})", file=out, flush=True)
+        progress.added(w.filename, size)
     progress.clear()
     return result
 
@@ -477,83 +464,3 @@ def _lock_conflict(w: Wanted, entry: UpstreamFile) -> str | None:
     if w.hashes and not any(a in entry.hashes for a in w.hashes):
         return f"{w.filename}: the upstream listing has none of the lock file's hashes"
     return None
-
-
-# --- the command --------------------------------------------------------------------------------
-def add_mirror_command(commands: argparse._SubParsersAction) -> None:
-    parser = commands.add_parser(
-        "mirror", help="copy packages and their dependencies from an upstream index",
-        description="Download REQUIREMENTs and all their dependencies from an upstream index into the "
-                    "packages directory, for each target Python version and platform (wheels, plus each "
-                    "project's sdist), checking every file against the upstream's hashes. Files already "
-                    "there are skipped, so re-running is cheap.")
-    parser.add_argument("requirements", nargs="*", metavar="REQUIREMENT",
-                        help="requirement specifiers, e.g. 'requests>=2.31' or 'django[argon2]'")
-    parser.add_argument("-r", "--requirement", dest="requirement_files", action="append", default=[],
-                        type=Path, metavar="FILE",
-                        help="a requirements file (hashes in it are enforced by pip) or a PEP 751 "
-                             "pylock.toml (its exact files are mirrored); repeatable")
-    parser.add_argument("-i", "--index-url", default=None,
-                        help="the upstream simple index; user:password@ in the URL if needed "
-                             "[default: upstream_url, WHARF_UPSTREAM_URL]")
-    parser.add_argument("--cert", type=Path, default=None,
-                        help="CA bundle (PEM) for the upstream's certificate [default: upstream_cert]")
-    parser.add_argument("--python-version", dest="python_versions", action="append", default=[],
-                        metavar="VERSION", help="a target Python version, as pip takes it (3.12, 311); "
-                                                "repeatable [default: the running Python]")
-    parser.add_argument("--platform", dest="platforms", action="append", default=[], metavar="PLATFORM",
-                        help="a target platform tag (manylinux_2_28_x86_64, win_amd64, ...); repeatable, "
-                             "one target each; 'tag1,tag2' is one target accepting both [default: this one]")
-    parser.add_argument("--implementation", default=None, help="target implementation: cp, pp, py, ...")
-    parser.add_argument("--abi", dest="abis", action="append", default=[], help="target ABI tag; repeatable")
-    parser.add_argument("--no-sdist", dest="sdists", action="store_false", help="mirror wheels only")
-    parser.add_argument("-d", "--dest", type=Path, default=None,
-                        help="where new files go [default: the first packages directory, WHARF_PACKAGES]")
-    parser.add_argument("--retries", type=int, default=None,
-                        help="how often pip retries a failed connection [default: pip's, 5]")
-    parser.add_argument("-n", "--dry-run", action="store_true", help="say what would be added, add nothing")
-    parser.add_argument("-q", "--quiet", action="store_true", help="print only the summary and errors")
-    parser.set_defaults(func=cmd_mirror)
-
-
-def cmd_mirror(args: argparse.Namespace) -> int:
-    settings = Settings.from_env()
-    index_url = args.index_url or settings.upstream_url
-    if not index_url:
-        raise ValueError("no upstream: give --index-url or set WHARF_UPSTREAM_URL")
-    if not args.requirements and not args.requirement_files:
-        raise ValueError("nothing to mirror: give requirements or -r FILE")
-    for path in args.requirement_files:
-        if not path.is_file():
-            raise ValueError(f"no such file: {path}")
-    cert = args.cert or settings.upstream_cert
-    dest = args.dest or settings.packages[0]
-    dest.mkdir(parents=True, exist_ok=True)
-    index = UpstreamIndex(index_url, cert, settings.upstream_timeout)
-    target_list = targets(args.python_versions, args.platforms, args.implementation, args.abis)
-    out = open(os.devnull, "w") if args.quiet else sys.stdout
-    progress = Progress(sys.stderr, sys.stderr.isatty() and not args.quiet)
-    try:
-        result = mirror(index, dest, index_url=index_url, cert=cert, timeout=settings.upstream_timeout,
-                        requirements=args.requirements, requirement_files=args.requirement_files,
-                        target_list=target_list, sdists=args.sdists,
-                        known_roots=[r for r in settings.packages if r.is_dir()], dry_run=args.dry_run,
-                        retries=args.retries, progress=progress, out=out)
-    except (MirrorError, UpstreamError) as exc:
-        progress.clear()
-        print(f"wharf mirror: {exc}", file=sys.stderr)
-        return 1
-    finally:
-        if out is not sys.stdout:
-            out.close()
-    if args.dry_run:
-        for filename, size in result.added:
-            print(f"would add {filename}" + (f" ({_size(size)})" if size else ""))
-    for error in result.errors:
-        print(f"error: {error}", file=sys.stderr)
-    total = sum(size for _name, size in result.added)
-    verb = "would add" if args.dry_run else "added"
-    print(f"mirror of {index.display_url} into {dest}, for {', '.join(map(str, target_list))}: "
-          f"{verb} {len(result.added)} files ({_size(total)}), {len(result.present)} already there"
-          + (f", {len(result.errors)} failed" if result.errors else ""))
-    return 1 if result.errors else 0

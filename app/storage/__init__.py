@@ -14,6 +14,7 @@ import os
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import BinaryIO, Protocol
 
 from ..settings import Settings
@@ -98,9 +99,15 @@ class Storage(Protocol):
         """Delete unpublished new files left by a killed process; returns how many."""
 
 
-def storage_for(settings: Settings) -> Storage:
-    """The storage the settings name: today always the local packages directories."""
-    return LocalStorage(settings.packages)
+def storage_for(settings: Settings, *, dest: Path | None = None) -> Storage:
+    """The storage the settings name: today always the local packages directories.
+
+    With ``dest`` new files go there, and the packages directories are read besides it.
+    """
+    if dest is None:
+        return LocalStorage(settings.packages)
+    others = [root for root in settings.packages if root.is_dir() and root.absolute() != dest.absolute()]
+    return LocalStorage((dest, *others))
 
 
 def new_hasher(name: str):
