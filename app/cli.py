@@ -300,7 +300,8 @@ def add_mirror_command(commands: argparse._SubParsersAction) -> None:
 
 
 def cmd_mirror(args: argparse.Namespace) -> int:
-    from .mirror import MirrorError, mirror, targets
+    from .mirror.resolve import MirrorError, targets
+    from .mirror.run import mirror
     from .storage import storage_for
     from .upstream.client import UpstreamIndex
     from .upstream.listings import UpstreamError

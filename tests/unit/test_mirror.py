@@ -1,4 +1,4 @@
-"""app/mirror.py (and its command's progress line in app/cli.py): targets, pip's command, lock files, and a lock-file mirror run (no pip needed)."""
+"""app/mirror/ (and its command's progress line in app/cli.py): targets, pip's command, lock files, and a lock-file mirror run (no pip needed)."""
 
 from __future__ import annotations
 
@@ -8,22 +8,19 @@ from pathlib import Path
 
 import pytest
 
-from app.mirror import (
+from app.mirror.resolve import (
     MirrorError,
     Target,
     Wanted,
     _for_target,
-    _lock_conflict,
-    existing_files,
     is_pylock,
     missing_requirements,
-    mirror,
     pip_command,
     read_pylock,
-    sdist_of,
     target_environment,
     targets,
 )
+from app.mirror.run import _lock_conflict, existing_files, mirror, sdist_of
 from app.cli import TerminalProgress
 from app.storage import LocalStorage
 from app.upstream.client import UpstreamIndex
