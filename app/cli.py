@@ -91,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
 EXTRA_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = []
 
 
-# --- publishing: passwd, yank, unyank, remove (app.auth, app.upload) --------------------
+# --- publishing: passwd, yank, unyank, remove (app.auth, app.publishing) ----------------
 def _read_password(user: str) -> str:
     """Prompt twice on a terminal; otherwise read one line from standard input."""
     if sys.stdin.isatty():

@@ -90,7 +90,7 @@ def upload_time(f: DistFile) -> str:
 
 
 class SimpleAPI:
-    """Renders and caches simple API pages."""
+    """The pages of local projects and the project index, built once per change and kept."""
 
     def __init__(self, settings: Settings, catalog: Catalog, templates: jinja2.Environment):
         self.settings = settings
@@ -174,7 +174,7 @@ def valid_project_name(name: str) -> str:
 
 def register(app: Bottle, settings: Settings, catalog: Catalog, access: Access,
              templates: jinja2.Environment, upstream=None) -> SimpleAPI:
-    """The simple API routes; ``upstream`` is the pull-through cache (app/upstream.py), if on."""
+    """The simple API routes; ``upstream`` is the pull-through cache (app/upstream/pull_through.py), if on."""
     api = SimpleAPI(settings, catalog, templates)
     private = access.protects("list")
     max_age = settings.index_max_age

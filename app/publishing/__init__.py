@@ -4,11 +4,10 @@ The upload API is Warehouse's legacy one, which pypiserver also speaks: a multip
 ``/`` or ``/legacy/`` with ``:action=file_upload``, the file in the ``content`` part and
 its digests in ``sha256_digest``, ``blake2_256_digest`` and ``md5_digest``.
 
-The body is parsed as it arrives (``form``) (bottle's own form parsing, which buffers, is never
-touched): the file part goes in chunks to a hidden temporary file in the upload directory
-while its digests are computed, so memory does not grow with the file. Only a complete,
-verified file is published, by a link that fails if the name is already taken, so two
-uploads cannot race past the duplicate check; anything else removes the temporary file.
+The body is parsed as it arrives: the file part goes in chunks to a new, unpublished file
+in storage while its digests are computed, so memory does not grow with the file. Only a
+complete, verified file is published, by a link that fails if the name is already taken,
+so two uploads cannot race past the duplicate check; anything else removes the new file.
 
 Other actions, all needing ``update`` and the right to the project:
 ``remove_pkg`` (name, version; as pypiserver), ``remove_file`` (filename),

@@ -26,7 +26,7 @@ from .form import MAX_FORM_BYTES, Body, Form, FormReader, Received, human_size
 
 log = logging.getLogger("wharf.upload")
 
-# The temporary file's name adds ~30 bytes to the file's; most filesystems stop at 255.
+# A new file's temporary name in storage adds ~30 bytes to it; most filesystems stop at 255.
 MAX_FILENAME_BYTES = 200
 ACTIONS = ("file_upload", "remove_pkg", "remove_file", "yank", "unyank")
 UPLOAD_TYPES = ("bdist_wheel", "sdist", "bdist_egg")

@@ -4,6 +4,6 @@
 - ``client``: ``UpstreamIndex``, which fetches listings and files, always hash-verified;
 - ``pull_through``: the cache that serves upstream projects not hosted here.
 
-``wharf mirror`` (app/mirror.py) uses the client; the app uses the pull-through cache
+``wharf mirror`` (app/mirror/) uses the client; the app uses the pull-through cache
 (off unless ``upstream_url`` is set).
 """

@@ -1,4 +1,4 @@
-"""app/upstream/ (listings, client, pull_through): reading upstream listings, verified downloads, and the pull-through app routes."""
+"""app/upstream/: reading upstream listings, verified downloads, and the pull-through app routes."""
 
 from __future__ import annotations
 
