@@ -40,7 +40,11 @@ log = logging.getLogger("wharf.catalog")
 
 
 class Catalog:
-    """The index's knowledge of its packages directories."""
+    """The index's knowledge of its storage (the packages directories).
+
+    ``Catalog(settings)`` is the one way the app, the server and the CLI get theirs: its
+    storage is ``storage_for(settings)`` unless one is given (tests count what it reads).
+    """
 
     def __init__(self, settings: Settings, storage: Storage | None = None):
         self.settings = settings

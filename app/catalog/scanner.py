@@ -31,7 +31,7 @@ RECENT_DIR_NS = 2_000_000_000
 
 
 def index_file(catalog: Catalog, conn: sqlite3.Connection, root: int, relpath: str, key: FileKey,
-                hashes: dict[str, str] | None = None) -> str | None:
+               hashes: dict[str, str] | None = None) -> str | None:
     """Hash and read one file into the database; returns its project, or None if skipped."""
     filename = relpath.rsplit("/", 1)[-1]
     try:
