@@ -11,12 +11,12 @@ from pathlib import Path
 import bottle
 import jinja2
 
-from . import auth_request, cross_site, files, health, simple_api, upload, upstream, web
+from . import auth_request, cross_site, files, health, publishing, simple_api, web
+from .upstream import pull_through
 from .auth import Access, Refusal
 from .catalog import Catalog
 from .proxy import ProxyHeaders
 from .settings import Settings
-from .storage import LocalStorage
 
 __all__ = ["create_app", "Settings"]
 
@@ -48,8 +48,7 @@ def templates() -> jinja2.Environment:
 
 def create_app(settings: Settings, *, watch: bool = True) -> bottle.Bottle:
     """A fresh index app for ``settings``; ``watch`` keeps following the directories."""
-    storage = LocalStorage(settings.packages)
-    catalog = Catalog(settings, storage)
+    catalog = Catalog(settings)  # on storage_for(settings): the packages directories
     catalog.start() if watch else catalog.open()
     access = Access(settings)
     env = templates()
@@ -63,13 +62,13 @@ def create_app(settings: Settings, *, watch: bool = True) -> bottle.Bottle:
     # A form or script on another web site cannot use the browser's credentials to change anything.
     app.add_hook("before_request", cross_site.refuse_cross_site)
 
-    pull_through = upstream.register(app, settings, catalog, access, env)  # None unless upstream_url
-    app.config["wharf.upstream"] = pull_through  # web pages: pull_through.status()
-    simple_api.register(app, settings, catalog, access, env, upstream=pull_through)
+    upstream = pull_through.register(app, settings, catalog, access, env)  # None unless upstream_url
+    app.config["wharf.upstream"] = upstream  # web pages and health: upstream.status()
+    simple_api.register(app, settings, catalog, access, env, upstream=upstream)
     files.register(app, settings, catalog, access, env)
-    health.register(app, settings, catalog, access, upstream=pull_through)
+    health.register(app, settings, catalog, access, upstream=upstream)
     web.register(app, settings, catalog, access, env)
-    upload.register(app, settings, catalog, access, env)
+    publishing.register(app, settings, catalog, access, env)
     auth_request.register(app, settings, access)  # nginx asks before serving protected cache entries
 
     app.wsgi = ProxyHeaders(app.wsgi, settings.trusted_proxies, settings.server_base_url)

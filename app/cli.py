@@ -7,8 +7,12 @@ import dataclasses
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, TextIO
 
 from .settings import Settings, env_name
+
+if TYPE_CHECKING:
+    from .catalog import Catalog, DistFile
 
 
 def add_settings_options(parser: argparse.ArgumentParser, exclude: tuple[str, ...] = ("packages",)) -> None:
@@ -87,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
 EXTRA_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = []
 
 
-# --- publishing: passwd, yank, unyank, remove (app.auth, app.upload) --------------------
+# --- publishing: passwd, yank, unyank, remove (app.auth, app.publishing) ----------------
 def _read_password(user: str) -> str:
     """Prompt twice on a terminal; otherwise read one line from standard input."""
     if sys.stdin.isatty():
@@ -118,27 +122,60 @@ def cmd_passwd(args: argparse.Namespace) -> int:
     return 0
 
 
+def cli_targets(catalog: Catalog, target: list[str]) -> tuple[list[DistFile], str]:
+    """``FILENAME`` or ``NAME VERSION`` as given on the command line: (files, what to call them)."""
+    from packaging.utils import canonicalize_name
+
+    from .publishing.changes import select_files
+
+    if len(target) == 1:
+        files = select_files(catalog, filename=target[0])
+        what = target[0]
+    elif len(target) == 2:
+        files = select_files(catalog, name=target[0], version=target[1])
+        what = f"{canonicalize_name(target[0])} {target[1]}"
+    else:
+        raise ValueError("give a FILENAME, or a project NAME and VERSION")
+    if not files:
+        raise LookupError(f"{what} not found")
+    return files, what
+
+
+def log_cli(action: str, what: str, detail: str = "") -> None:
+    """Log a change made from the command line: who, what, where."""
+    import getpass
+    import logging
+    import os
+    import socket
+
+    try:
+        who = getpass.getuser()
+    except (KeyError, OSError):
+        who = f"uid {os.getuid()}"
+    logging.getLogger("wharf.upload").info("%s %s%s by %s from the command line on %s",
+                                           action, what, detail, who, socket.gethostname())
+
+
 def cmd_catalog_change(args: argparse.Namespace) -> int:
-    from . import upload
     from .catalog import Catalog
+    from .publishing.changes import remove_files, yank_files
     from .server import configure_logging
-    from .storage import LocalStorage
 
     settings = settings_from_args(args)
     configure_logging(settings)
     # No sweep: a running index keeps the catalog current; one that never ran gets indexed.
-    catalog = Catalog(settings, LocalStorage(settings.packages)).open(sweep=False)
+    catalog = Catalog(settings).open(sweep=False)
     try:
-        files, what = upload.cli_targets(catalog, args.target)
+        files, what = cli_targets(catalog, args.target)
         names = ", ".join(f.filename for f in files)
         if args.command == "remove":
-            upload.remove_files(catalog, files)
-            upload.log_cli("removed", what, f" ({names})")
+            remove_files(catalog, files)
+            log_cli("removed", what, f" ({names})")
             print(f"removed {names}")
         else:
             reason = args.reason if args.command == "yank" else None
-            upload.yank_files(catalog, files, reason)
-            upload.log_cli(f"{args.command}ed", what, f" ({names})" + (f" reason {reason!r}" if reason else ""))
+            yank_files(catalog, files, reason)
+            log_cli(f"{args.command}ed", what, f" ({names})" + (f" reason {reason!r}" if reason else ""))
             print(f"{args.command}ed {names}")
     except LookupError as exc:
         print(f"wharf: {exc.args[0]}", file=sys.stderr)
@@ -177,10 +214,134 @@ EXTRA_COMMANDS.append(add_publishing_commands)
 
 
 # --- availability: mirror (app.mirror) ------------------------------------------------------
-def add_mirror_command(commands: argparse._SubParsersAction) -> None:
-    from .mirror import add_mirror_command as add
+class TerminalProgress:
+    """A mirror run's progress: one self-rewriting status line on a terminal, nothing elsewhere (CI logs).
 
-    add(commands)
+    Each added file is also printed as a line to ``out``, if given.
+    """
+
+    def __init__(self, stream: TextIO, enabled: bool, out: TextIO | None = None):
+        self.stream = stream
+        self.enabled = enabled
+        self.out = out
+        self._text = ""
+        self._bytes = 0
+        self._total: int | None = None
+
+    def show(self, text: str, total: int | None = None) -> None:
+        self._text, self._bytes, self._total = text, 0, total
+        self._draw()
+
+    def advance(self, count: int) -> None:
+        self._bytes += count
+        self._draw()
+
+    def _draw(self) -> None:
+        if not self.enabled:
+            return
+        amount = f" {_size(self._bytes)}" if self._bytes else ""
+        if self._bytes and self._total:
+            amount += f"/{_size(self._total)}"
+        self.stream.write("\r\033[K" + self._text + amount)
+        self.stream.flush()
+
+    def clear(self) -> None:
+        if self.enabled:
+            self.stream.write("\r\033[K")
+            self.stream.flush()
+
+    def added(self, filename: str, size: int) -> None:
+        if self.out is not None:
+            print(f"added {filename} ({_size(size)})", file=self.out, flush=True)
+
+
+def _size(count: int) -> str:
+    for unit in ("B", "kB", "MB", "GB"):
+        if count < 1000 or unit == "GB":
+            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
+        count /= 1000
+    return str(count)
+
+
+def add_mirror_command(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "mirror", help="copy packages and their dependencies from an upstream index",
+        description="Download REQUIREMENTs and all their dependencies from an upstream index into the "
+                    "packages directory, for each target Python version and platform (wheels, plus each "
+                    "project's sdist), checking every file against the upstream's hashes. Files already "
+                    "there are skipped, so re-running is cheap.")
+    parser.add_argument("requirements", nargs="*", metavar="REQUIREMENT",
+                        help="requirement specifiers, e.g. 'requests>=2.31' or 'django[argon2]'")
+    parser.add_argument("-r", "--requirement", dest="requirement_files", action="append", default=[],
+                        type=Path, metavar="FILE",
+                        help="a requirements file (hashes in it are enforced by pip) or a PEP 751 "
+                             "pylock.toml (its exact files are mirrored); repeatable")
+    parser.add_argument("-i", "--index-url", default=None,
+                        help="the upstream simple index; user:password@ in the URL if needed "
+                             "[default: upstream_url, WHARF_UPSTREAM_URL]")
+    parser.add_argument("--cert", type=Path, default=None,
+                        help="CA bundle (PEM) for the upstream's certificate [default: upstream_cert]")
+    parser.add_argument("--python-version", dest="python_versions", action="append", default=[],
+                        metavar="VERSION", help="a target Python version, as pip takes it (3.12, 311); "
+                                                "repeatable [default: the running Python]")
+    parser.add_argument("--platform", dest="platforms", action="append", default=[], metavar="PLATFORM",
+                        help="a target platform tag (manylinux_2_28_x86_64, win_amd64, ...); repeatable, "
+                             "one target each; 'tag1,tag2' is one target accepting both [default: this one]")
+    parser.add_argument("--implementation", default=None, help="target implementation: cp, pp, py, ...")
+    parser.add_argument("--abi", dest="abis", action="append", default=[], help="target ABI tag; repeatable")
+    parser.add_argument("--no-sdist", dest="sdists", action="store_false", help="mirror wheels only")
+    parser.add_argument("-d", "--dest", type=Path, default=None,
+                        help="where new files go [default: the first packages directory, WHARF_PACKAGES]")
+    parser.add_argument("--retries", type=int, default=None,
+                        help="how often pip retries a failed connection [default: pip's, 5]")
+    parser.add_argument("-n", "--dry-run", action="store_true", help="say what would be added, add nothing")
+    parser.add_argument("-q", "--quiet", action="store_true", help="print only the summary and errors")
+    parser.set_defaults(func=cmd_mirror)
+
+
+def cmd_mirror(args: argparse.Namespace) -> int:
+    from .mirror.resolve import MirrorError, targets
+    from .mirror.run import mirror
+    from .storage import storage_for
+    from .upstream.client import UpstreamIndex
+    from .upstream.listings import UpstreamError
+
+    settings = Settings.from_env()
+    index_url = args.index_url or settings.upstream_url
+    if not index_url:
+        raise ValueError("no upstream: give --index-url or set WHARF_UPSTREAM_URL")
+    if not args.requirements and not args.requirement_files:
+        raise ValueError("nothing to mirror: give requirements or -r FILE")
+    for path in args.requirement_files:
+        if not path.is_file():
+            raise ValueError(f"no such file: {path}")
+    cert = args.cert or settings.upstream_cert
+    dest = args.dest or settings.packages[0]
+    dest.mkdir(parents=True, exist_ok=True)
+    index = UpstreamIndex(index_url, cert, settings.upstream_timeout)
+    target_list = targets(args.python_versions, args.platforms, args.implementation, args.abis)
+    progress = TerminalProgress(sys.stderr, sys.stderr.isatty() and not args.quiet,
+                                None if args.quiet else sys.stdout)
+    try:
+        result = mirror(index, storage_for(settings, dest=dest), index_url=index_url, cert=cert,
+                        timeout=settings.upstream_timeout, requirements=args.requirements,
+                        requirement_files=args.requirement_files, target_list=target_list, sdists=args.sdists,
+                        dry_run=args.dry_run, retries=args.retries, progress=progress)
+    except (MirrorError, UpstreamError) as exc:
+        progress.clear()
+        print(f"wharf mirror: {exc}", file=sys.stderr)
+        return 1
+    if args.dry_run:
+        for filename, size in result.added:
+            print(f"would add {filename}" + (f" ({_size(size)})" if size else ""))
+    for error in result.errors:
+        print(f"error: {error}", file=sys.stderr)
+    total = sum(size for _name, size in result.added)
+    verb = "would add" if args.dry_run else "added"
+    print(f"mirror of {index.display_url} into {dest}, for {', '.join(map(str, target_list))}: "
+          f"{verb} {len(result.added)} files ({_size(total)}), {len(result.present)} already there"
+          + (f", {len(result.errors)} failed" if result.errors else ""))
+    return 1 if result.errors else 0
 
 
 EXTRA_COMMANDS.append(add_mirror_command)

@@ -10,7 +10,7 @@ import re
 import tarfile
 import zipfile
 from dataclasses import dataclass
-from pathlib import Path
+from typing import BinaryIO
 
 from packaging.metadata import parse_email
 from packaging.utils import (
@@ -30,6 +30,9 @@ MAX_TAR_MEMBERS = 1000
 MAX_TAR_OFFSET = 64 * 1024 * 1024
 # Most members an uploaded archive may have (the biggest wheels on PyPI have ~30,000).
 MAX_ARCHIVE_MEMBERS = 100_000
+
+# A PEP 658 core metadata file is served at its distribution's URL plus this.
+METADATA_SUFFIX = ".metadata"
 
 SDIST_SUFFIXES = (".tar.gz", ".zip")
 # Older formats pypiserver also serves; pip no longer installs most of them but
@@ -116,28 +119,29 @@ def _read_capped(stream, what: str) -> bytes:
     return data
 
 
-def read_core_metadata(path: Path, dist: DistName) -> bytes | None:
+def read_core_metadata(stream: BinaryIO, dist: DistName, filename: str) -> bytes | None:
     """The core metadata file inside a wheel or sdist, byte for byte, or None.
 
-    Raises InvalidDistribution for an archive that is not readable as its kind.
+    ``stream`` is the archive, seekable, read from its start; ``filename`` names it in
+    errors. Raises InvalidDistribution for an archive that is not readable as its kind.
     """
     try:
+        stream.seek(0)
         if dist.packagetype == "bdist_wheel":
-            return _wheel_metadata(path, dist)
-        lower = path.name.lower()
-        if dist.packagetype == "sdist" and lower.endswith(".zip"):
-            return _zip_pkg_info(path)
+            return _wheel_metadata(stream, dist, filename)
+        if dist.packagetype == "sdist" and filename.lower().endswith(".zip"):
+            return _zip_pkg_info(stream, filename)
         if dist.packagetype == "sdist":
-            return _tar_pkg_info(path)
+            return _tar_pkg_info(stream, filename)
     except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError, ValueError, RuntimeError) as exc:
         if isinstance(exc, InvalidDistribution):
             raise
-        raise InvalidDistribution(f"{path.name}: unreadable archive ({exc})") from None
+        raise InvalidDistribution(f"{filename}: unreadable archive ({exc})") from None
     return None
 
 
-def _wheel_metadata(path: Path, dist: DistName) -> bytes:
-    with zipfile.ZipFile(path) as archive:
+def _wheel_metadata(stream: BinaryIO, dist: DistName, filename: str) -> bytes:
+    with zipfile.ZipFile(stream) as archive:
         candidates = [
             info
             for info in archive.infolist()
@@ -151,35 +155,35 @@ def _wheel_metadata(path: Path, dist: DistName) -> bytes:
                 if canonicalize_name(info.filename.split("/")[0].removesuffix(".dist-info").rsplit("-", 1)[0]) == want
             ]
         if len(candidates) != 1:
-            raise InvalidDistribution(f"{path.name}: no single .dist-info/METADATA in the wheel")
+            raise InvalidDistribution(f"{filename}: no single .dist-info/METADATA in the wheel")
         info = candidates[0]
         if info.file_size > MAX_METADATA_BYTES:
-            raise InvalidDistribution(f"{path.name}: METADATA is too large")
-        with archive.open(info) as stream:
-            return _read_capped(stream, "METADATA")
+            raise InvalidDistribution(f"{filename}: METADATA is too large")
+        with archive.open(info) as member:
+            return _read_capped(member, "METADATA")
 
 
-def _zip_pkg_info(path: Path) -> bytes | None:
-    with zipfile.ZipFile(path) as archive:
+def _zip_pkg_info(stream: BinaryIO, filename: str) -> bytes | None:
+    with zipfile.ZipFile(stream) as archive:
         for info in archive.infolist()[:MAX_TAR_MEMBERS]:
             if info.filename.count("/") == 1 and info.filename.endswith("/PKG-INFO"):
                 if info.file_size > MAX_METADATA_BYTES:
-                    raise InvalidDistribution(f"{path.name}: PKG-INFO is too large")
-                with archive.open(info) as stream:
-                    return _read_capped(stream, "PKG-INFO")
+                    raise InvalidDistribution(f"{filename}: PKG-INFO is too large")
+                with archive.open(info) as member:
+                    return _read_capped(member, "PKG-INFO")
     return None
 
 
-def _tar_pkg_info(path: Path) -> bytes | None:
-    with tarfile.open(path, mode="r:*") as archive:
+def _tar_pkg_info(stream: BinaryIO, filename: str) -> bytes | None:
+    with tarfile.open(fileobj=stream, mode="r:*") as archive:
         for count, member in enumerate(archive):
             if count >= MAX_TAR_MEMBERS or member.offset_data > MAX_TAR_OFFSET:
                 return None
             if member.isfile() and member.name.count("/") == 1 and member.name.endswith("/PKG-INFO"):
                 if member.size > MAX_METADATA_BYTES:
-                    raise InvalidDistribution(f"{path.name}: PKG-INFO is too large")
-                stream = archive.extractfile(member)
-                return _read_capped(stream, "PKG-INFO") if stream else None
+                    raise InvalidDistribution(f"{filename}: PKG-INFO is too large")
+                extracted = archive.extractfile(member)
+                return _read_capped(extracted, "PKG-INFO") if extracted else None
             # Going on skips this member, which means inflating all of it (a gzip bomb's
             # gigabytes of zeros): stop before, not after.
             if member.offset_data + member.size > MAX_TAR_OFFSET:
@@ -187,26 +191,29 @@ def _tar_pkg_info(path: Path) -> bytes | None:
     return None
 
 
-def check_archive(path: Path, dist: DistName, filename: str | None = None) -> None:
-    """Raise InvalidDistribution unless the file is a readable archive of its kind.
+def check_archive(stream: BinaryIO, size: int, dist: DistName, filename: str) -> None:
+    """Raise InvalidDistribution unless ``stream`` (``size`` bytes) is a readable archive of its kind.
 
-    ``filename`` is the name the file will have, when ``path`` is a temporary name.
+    ``filename`` is the name the file has or will have (its kind, and errors, go by it).
     """
-    lower = (filename or path.name).lower()
+    lower = filename.lower()
     try:
         if dist.packagetype == "bdist_wheel" or lower.endswith((".zip", ".egg")):
-            _check_zip_directory(path)
-            with zipfile.ZipFile(path) as archive:
-                _check_zip_layout(archive, path.stat().st_size, path.name)
+            _check_zip_directory(stream, filename)
+            stream.seek(0)
+            with zipfile.ZipFile(stream) as archive:
+                _check_zip_layout(archive, size, filename)
             if dist.packagetype == "bdist_wheel":
-                _wheel_metadata(path, dist)
+                stream.seek(0)
+                _wheel_metadata(stream, dist, filename)
         elif lower.endswith((".tar.gz", ".tgz", ".tar.bz2", ".tbz", ".tar.xz", ".txz", ".tar")):
-            with tarfile.open(path, mode="r:*") as archive:
-                _check_tar_layout(archive, path.stat().st_size, path.name)
+            stream.seek(0)
+            with tarfile.open(fileobj=stream, mode="r:*") as archive:
+                _check_tar_layout(archive, size, filename)
     except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError, ValueError, RuntimeError) as exc:
         if isinstance(exc, InvalidDistribution):
             raise
-        raise InvalidDistribution(f"{path.name}: not a readable archive ({exc})") from None
+        raise InvalidDistribution(f"{filename}: not a readable archive ({exc})") from None
 
 
 def _decompression_budget(size: int) -> int:
@@ -244,39 +251,38 @@ _EOCD64 = b"PK\x06\x06"
 _CENTRAL_ENTRY = b"PK\x01\x02"
 
 
-def _check_zip_directory(path: Path) -> None:
+def _check_zip_directory(stream: BinaryIO, filename: str) -> None:
     """Count a zip's members in its central directory before zipfile reads them all.
 
     zipfile builds an object of ~500 bytes for every entry of the central directory,
     whatever count the end record claims: a 100 MB upload of empty members would cost
     the worker gigabytes. Walking the directory here costs no memory.
     """
-    with open(path, "rb") as stream:
-        size = stream.seek(0, 2)
-        tail_size = min(size, 22 + 65535 + 20)  # end record, its comment, the zip64 locator
-        stream.seek(size - tail_size)
-        tail = stream.read()
-        at = tail.rfind(_EOCD)
-        if at < 0 or len(tail) - at < 22:
-            return  # not a zip: zipfile says so
-        directory_size = int.from_bytes(tail[at + 12:at + 16], "little")
-        end = size - tail_size + at  # where the directory ends
-        locator = at - 20
-        if locator >= 0 and tail[locator:locator + 4] == _EOCD64_LOCATOR:
-            record = int.from_bytes(tail[locator + 8:locator + 16], "little")
-            stream.seek(min(record, size))
-            head = stream.read(56)
-            if head[:4] == _EOCD64:
-                directory_size = int.from_bytes(head[40:48], "little")
-                end = size - tail_size + locator - 56  # the zip64 record sits before its locator
-        stream.seek(max(end - directory_size, 0))
-        count = 0
-        while (entry := stream.read(46))[:4] == _CENTRAL_ENTRY and len(entry) == 46:
-            count += 1
-            if count > MAX_ARCHIVE_MEMBERS:
-                raise InvalidDistribution(f"{path.name}: more than {MAX_ARCHIVE_MEMBERS} members")
-            name, extra, comment = (int.from_bytes(entry[i:i + 2], "little") for i in (28, 30, 32))
-            stream.seek(name + extra + comment, 1)
+    size = stream.seek(0, 2)
+    tail_size = min(size, 22 + 65535 + 20)  # end record, its comment, the zip64 locator
+    stream.seek(size - tail_size)
+    tail = stream.read()
+    at = tail.rfind(_EOCD)
+    if at < 0 or len(tail) - at < 22:
+        return  # not a zip: zipfile says so
+    directory_size = int.from_bytes(tail[at + 12:at + 16], "little")
+    end = size - tail_size + at  # where the directory ends
+    locator = at - 20
+    if locator >= 0 and tail[locator:locator + 4] == _EOCD64_LOCATOR:
+        record = int.from_bytes(tail[locator + 8:locator + 16], "little")
+        stream.seek(min(record, size))
+        head = stream.read(56)
+        if head[:4] == _EOCD64:
+            directory_size = int.from_bytes(head[40:48], "little")
+            end = size - tail_size + locator - 56  # the zip64 record sits before its locator
+    stream.seek(max(end - directory_size, 0))
+    count = 0
+    while (entry := stream.read(46))[:4] == _CENTRAL_ENTRY and len(entry) == 46:
+        count += 1
+        if count > MAX_ARCHIVE_MEMBERS:
+            raise InvalidDistribution(f"{filename}: more than {MAX_ARCHIVE_MEMBERS} members")
+        name, extra, comment = (int.from_bytes(entry[i:i + 2], "little") for i in (28, 30, 32))
+        stream.seek(name + extra + comment, 1)
 
 
 def _check_zip_layout(archive: zipfile.ZipFile, size: int, name: str) -> None:

@@ -8,7 +8,6 @@ name a path outside the packages directories. Content-Encoding is never set: a
 from __future__ import annotations
 
 import functools
-import os
 import re
 
 import jinja2
@@ -17,10 +16,10 @@ from bottle import Bottle, HTTPError, HTTPResponse, request, response
 from .auth import Access
 from .caching import cache_control, etag_of, http_date, if_range_holds, index_cache_headers, not_modified
 from .catalog import Catalog, DistFile
+from .dists import METADATA_SUFFIX
 from .settings import Settings
-from .storage import CHUNK
+from .storage import CHUNK, Storage
 
-METADATA_SUFFIX = ".metadata"
 _TYPES = (
     (".whl", "application/zip"),
     (".zip", "application/zip"),
@@ -94,7 +93,45 @@ def _slice(stream, first: int, last: int):
 SMALL_FILE = 64 * 1024
 
 
+def send_stored(storage: Storage, root: int, relpath: str, etag: str, mtime: float, *, gone: str):
+    """A stored file as the response body (the caller has set its headers).
+
+    HEAD, conditional and single-range requests are answered; HTTPError 404 (``gone``) if
+    the file is no longer there.
+    """
+    if not_modified(etag, mtime):
+        raise HTTPResponse(status=304, headers=dict(response.headers))
+    try:
+        stream, size = storage.open(root, relpath)
+    except FileNotFoundError:
+        raise HTTPError(404, gone) from None
+    wanted = request.environ.get("HTTP_RANGE")
+    span = None
+    try:
+        if wanted and if_range_holds(etag, mtime):
+            span = parse_range(wanted, size)
+    except HTTPError:
+        stream.close()
+        raise
+    if span is None:
+        response.set_header("Content-Length", str(size))
+        if request.method == "HEAD" or size <= SMALL_FILE:
+            with stream:
+                return b"" if request.method == "HEAD" else stream.read(size)
+        return stream  # bottle hands it to wsgi.file_wrapper (sendfile under gunicorn)
+    first, last = span
+    response.status = 206
+    response.set_header("Content-Range", f"bytes {first}-{last}/{size}")
+    response.set_header("Content-Length", str(last - first + 1))
+    if request.method == "HEAD":
+        stream.close()
+        return b""
+    return _slice(stream, first, last)
+
+
 class Downloads:
+    """Package files and their metadata files, with the headers their caching needs."""
+
     def __init__(self, settings: Settings, catalog: Catalog, access: Access):
         self.settings = settings
         self.catalog = catalog
@@ -118,35 +155,8 @@ class Downloads:
     def send_file(self, dist: DistFile):
         etag = f'"{dist.sha256}"'
         self._headers(etag, dist.upload_time, content_type(dist.filename))
-        if not_modified(etag, dist.upload_time):
-            raise HTTPResponse(status=304, headers=dict(response.headers))
-        try:
-            stream = self.catalog.storage.open(dist.root, dist.relpath)
-        except FileNotFoundError:
-            raise HTTPError(404, f"{dist.filename} was removed") from None
-        size = os.fstat(stream.fileno()).st_size
-        wanted = request.environ.get("HTTP_RANGE")
-        span = None
-        try:
-            if wanted and if_range_holds(etag, dist.upload_time):
-                span = parse_range(wanted, size)
-        except HTTPError:
-            stream.close()
-            raise
-        if span is None:
-            response.set_header("Content-Length", str(size))
-            if request.method == "HEAD" or size <= SMALL_FILE:
-                with stream:
-                    return b"" if request.method == "HEAD" else stream.read(size)
-            return stream  # bottle hands it to wsgi.file_wrapper (sendfile under gunicorn)
-        first, last = span
-        response.status = 206
-        response.set_header("Content-Range", f"bytes {first}-{last}/{size}")
-        response.set_header("Content-Length", str(last - first + 1))
-        if request.method == "HEAD":
-            stream.close()
-            return b""
-        return _slice(stream, first, last)
+        return send_stored(self.catalog.storage, dist.root, dist.relpath, etag, dist.upload_time,
+                           gone=f"{dist.filename} was removed")
 
     def send_metadata(self, dist: DistFile):
         data = self.catalog.read_metadata(dist)

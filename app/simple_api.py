@@ -1,13 +1,11 @@
 """The simple repository API as pip and uv use it: PEP 503, 629, 691, 700, 658/714, 592.
 
-Pages are rendered once per project change and kept in memory with their ETag; URLs in
-them are relative, so one rendering serves every host name and path prefix.
+Here: the routes, content negotiation, and caching headers. Pages are built by
+app/simple_pages.py, once per project change, and kept in memory with their ETag.
 """
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from urllib.parse import quote
 
@@ -15,21 +13,18 @@ import jinja2
 from bottle import Bottle, HTTPError, HTTPResponse, redirect, request, response
 
 from .auth import Access
-from .caching import etag_of, index_cache_headers, not_modified
+from .caching import index_cache_headers, not_modified
 from .catalog import Catalog, DistFile, Project
 from .dists import project_name
 from .proxy import external_url
 from .settings import Settings
+from .simple_pages import (CONTENT_TYPES, HTML_V1, JSON_V1, TEXT_HTML, Page, PageFile, render_index,
+                           render_project)
 
-API_VERSION = "1.1"
-JSON_V1 = "application/vnd.pypi.simple.v1+json"
-HTML_V1 = "application/vnd.pypi.simple.v1+html"
-TEXT_HTML = "text/html"
 _ALIASES = {
     "application/vnd.pypi.simple.latest+json": JSON_V1,
     "application/vnd.pypi.simple.latest+html": HTML_V1,
 }
-_CONTENT_TYPES = {JSON_V1: JSON_V1, HTML_V1: HTML_V1, TEXT_HTML: "text/html; charset=utf-8"}
 # Server preference among equally acceptable types, by how specifically they matched:
 # a client naming our JSON type gets JSON first; "*/*" alone (browsers, curl) gets HTML.
 _PREFERENCE = {3: (JSON_V1, HTML_V1, TEXT_HTML), 2: (TEXT_HTML, HTML_V1, JSON_V1), 1: (TEXT_HTML, HTML_V1, JSON_V1)}
@@ -86,13 +81,6 @@ def negotiate(accept: str | None) -> str:
     return chosen
 
 
-@dataclass(frozen=True, slots=True)
-class Page:
-    source: object  # the Project (or catalog View) it was rendered from
-    body: bytes
-    etag: str
-
-
 def file_url(f: DistFile) -> str:
     return "../../packages/" + quote(f.relpath)
 
@@ -102,7 +90,7 @@ def upload_time(f: DistFile) -> str:
 
 
 class SimpleAPI:
-    """Renders and caches simple API pages."""
+    """The pages of local projects and the project index, built once per change and kept."""
 
     def __init__(self, settings: Settings, catalog: Catalog, templates: jinja2.Environment):
         self.settings = settings
@@ -118,7 +106,7 @@ class SimpleAPI:
             # A "+" typed into a URL (as PEP 691's examples show) arrives decoded as a space.
             fmt = fmt.strip().replace(" ", "+").lower()
             fmt = _ALIASES.get(fmt, fmt)
-            if fmt not in _CONTENT_TYPES:
+            if fmt not in CONTENT_TYPES:
                 raise NotAcceptable(fmt)
             return fmt
         accept = request.environ.get("HTTP_ACCEPT", "")
@@ -132,8 +120,7 @@ class SimpleAPI:
     def _cached(self, key: tuple[str, str], source: object, render) -> Page:
         page = self.pages.get(key)
         if page is None or page.source is not source:
-            body = render()
-            page = Page(source, body, etag_of(body))
+            page = Page.of(source, render())
             if len(self.pages) > 50_000:
                 self.pages.clear()
             self.pages[key] = page
@@ -141,69 +128,27 @@ class SimpleAPI:
 
     # --- rendering ---------------------------------------------------------------------
     def index_page(self, fmt: str) -> Page:
-        view = self.catalog.view
-        names = view.names
-        if fmt == JSON_V1:
-            def render() -> bytes:
-                data = {"meta": {"api-version": API_VERSION}, "projects": [{"name": n} for n in names]}
-                return json.dumps(data, separators=(",", ":")).encode()
-        else:
-            def render() -> bytes:
-                return self.templates.get_template("simple/index.html").render(
-                    api_version=API_VERSION, projects=names).encode()
-        return self._cached(("", fmt), names, render)
+        names = self.catalog.view.names
+        key = ("", JSON_V1 if fmt == JSON_V1 else "html")
+        return self._cached(key, names, lambda: render_index(self.templates, fmt, names))
 
     def project_page(self, project: Project, fmt: str) -> Page:
-        if fmt == JSON_V1:
-            return self._cached((project.name, fmt), project, lambda: self._project_json(project))
-        return self._cached((project.name, "html"), project, lambda: self._project_html(project))
+        key = (project.name, JSON_V1 if fmt == JSON_V1 else "html")
+        return self._cached(key, project, lambda: render_project(
+            self.templates, fmt, project.name, project.versions, [self._entry(f) for f in project.files]))
 
-    def _fragment(self, f: DistFile) -> str:
+    def _entry(self, f: DistFile) -> PageFile:
         algo = self.fragment_algo
         digest = f.digest(algo) if algo else None
-        return f"#{algo}={digest}" if digest else ""
-
-    def _project_html(self, project: Project) -> bytes:
-        links = [
-            {
-                "href": file_url(f) + self._fragment(f),
-                "filename": f.filename,
-                "requires_python": f.requires_python,
-                "metadata": f"sha256={f.metadata_sha256}" if f.metadata_sha256 else None,
-                "yanked": f.yanked,
-            }
-            for f in project.files
-        ]
-        return self.templates.get_template("simple/project.html").render(
-            api_version=API_VERSION, name=project.name, links=links).encode()
-
-    def _project_json(self, project: Project) -> bytes:
-        files = []
-        for f in project.files:
-            meta = {"sha256": f.metadata_sha256} if f.metadata_sha256 else False
-            files.append({
-                "filename": f.filename,
-                "url": file_url(f),
-                "hashes": f.hashes,
-                "requires-python": f.requires_python,
-                "size": f.size,
-                "upload-time": upload_time(f),
-                "yanked": f.yanked if f.yanked else (f.yanked is not None),
-                "core-metadata": meta,
-                "dist-info-metadata": meta,
-            })
-        data = {
-            "meta": {"api-version": API_VERSION},
-            "name": project.name,
-            "versions": list(project.versions),
-            "files": files,
-        }
-        return json.dumps(data, separators=(",", ":")).encode()
+        return PageFile(filename=f.filename, url=file_url(f), hashes=f.hashes,
+                        fragment=f"#{algo}={digest}" if digest else "", requires_python=f.requires_python,
+                        yanked=f.yanked, metadata_sha256=f.metadata_sha256, size=f.size,
+                        upload_time=upload_time(f))
 
 
 def _respond(page: Page, fmt: str, max_age: int, private: bool) -> bytes:
     headers = {
-        "Content-Type": _CONTENT_TYPES[fmt],
+        "Content-Type": CONTENT_TYPES[fmt],
         "Vary": "Accept, Authorization" if private else "Accept",
         "ETag": page.etag,
         **index_cache_headers(max_age, private=private),
@@ -229,7 +174,7 @@ def valid_project_name(name: str) -> str:
 
 def register(app: Bottle, settings: Settings, catalog: Catalog, access: Access,
              templates: jinja2.Environment, upstream=None) -> SimpleAPI:
-    """The simple API routes; ``upstream`` is the pull-through cache (app/upstream.py), if on."""
+    """The simple API routes; ``upstream`` is the pull-through cache (app/upstream/pull_through.py), if on."""
     api = SimpleAPI(settings, catalog, templates)
     private = access.protects("list")
     max_age = settings.index_max_age

@@ -41,7 +41,7 @@ from packaging.version import InvalidVersion, Version
 from .auth import Access
 from .caching import cache_control, etag_of, not_modified
 from .catalog import Catalog, DistFile, Project, View
-from .dists import InvalidDistribution, parse_filename, read_core_metadata
+from .dists import InvalidDistribution, parse_filename
 from .simple_api import valid_project_name
 from .proxy import external_url
 from .settings import Settings
@@ -325,8 +325,7 @@ class ProjectPages:
                 if f.packagetype == "bdist_wheel":
                     data = self.catalog.read_metadata(f)
                 elif f.packagetype == "sdist":
-                    data = read_core_metadata(self.catalog.storage.path(f.root, f.relpath),
-                                              parse_filename(f.filename))
+                    data = self.catalog.core_metadata(f.root, f.relpath, parse_filename(f.filename))
                 else:
                     data = None
                 if data is None:

@@ -106,7 +106,7 @@ def test_bytes_that_do_not_match_upstream_hash_are_refused_and_not_stored(tmp_pa
     src = tmp_path / "src"
     honest = make_wheel(src, "honest", "1.0")
     liar = make_wheel(src, "liar", "1.0")
-    # Large enough to be passed on while downloading (app.upstream.STREAM_AFTER).
+    # Large enough to be passed on while downloading (app.upstream.pull_through.STREAM_AFTER).
     big = make_wheel(src, "big", "1.0", padding=5_000_000)
     big_liar = make_wheel(src, "big-liar", "1.0", padding=5_000_000)
     big_lie = big_liar.read_bytes()[:-10] + b"0123456789"

@@ -1,4 +1,4 @@
-"""The catalog (app/catalog.py): indexing, restarts without re-hashing, and following the directory."""
+"""The catalog (app/catalog/): indexing, restarts without re-hashing, and following the directory."""
 
 from __future__ import annotations
 

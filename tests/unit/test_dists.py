@@ -24,6 +24,18 @@ from app.dists import (
 from tests.support import core_metadata, make_sdist, make_wheel
 
 
+def metadata_in(path: Path, dist):
+    """read_core_metadata on a file, as the catalog reads one from storage."""
+    with open(path, "rb") as stream:
+        return read_core_metadata(stream, dist, path.name)
+
+
+def check_file(path: Path, dist):
+    """check_archive on a file, as an upload is checked before it is published."""
+    with open(path, "rb") as stream:
+        check_archive(stream, path.stat().st_size, dist, path.name)
+
+
 @pytest.mark.parametrize(
     ("filename", "project", "name", "version", "packagetype"),
     [
@@ -99,7 +111,7 @@ def _zip_member(path: Path, suffix: str) -> bytes:
 def test_wheel_metadata_is_byte_identical(tmp_path):
     wheel = make_wheel(tmp_path, "Foo.Bar", "1.0", requires_python=">=3.8", requires=("idna>=2",),
                        description="# Hello\r\n\nnon-ascii: \u00e9\u00e8 \u2603\n")
-    data = read_core_metadata(wheel, parse_filename(wheel.name))
+    data = metadata_in(wheel, parse_filename(wheel.name))
     assert data == _zip_member(wheel, ".dist-info/METADATA")
     meta = CoreMetadata.parse(data)
     assert (meta.name, meta.version, meta.requires_python) == ("Foo.Bar", "1.0", ">=3.8")
@@ -108,7 +120,7 @@ def test_wheel_metadata_is_byte_identical(tmp_path):
 
 def test_tar_gz_sdist_metadata(tmp_path):
     sdist = make_sdist(tmp_path, "mid-lib", "2.1", requires_python=">=3.9", summary="middle")
-    data = read_core_metadata(sdist, parse_filename(sdist.name))
+    data = metadata_in(sdist, parse_filename(sdist.name))
     with tarfile.open(sdist) as archive:
         assert data == archive.extractfile("mid_lib-2.1/PKG-INFO").read()
     meta = CoreMetadata.parse(data)
@@ -135,25 +147,25 @@ def _write_tar(path: Path, members: dict[str, bytes], mode: str) -> Path:
 def test_legacy_tar_sdist_metadata(tmp_path, suffix, mode):
     pkg_info = core_metadata("legacy", "0.9").encode()
     path = _write_tar(tmp_path / f"legacy-0.9{suffix}", {"legacy-0.9/setup.py": b"", "legacy-0.9/PKG-INFO": pkg_info}, mode)
-    assert read_core_metadata(path, parse_filename(path.name)) == pkg_info
-    check_archive(path, parse_filename(path.name))
+    assert metadata_in(path, parse_filename(path.name)) == pkg_info
+    check_file(path, parse_filename(path.name))
 
 
 def test_zip_sdist_metadata(tmp_path):
     pkg_info = core_metadata("Zipped", "1.0").encode()
     path = _write_zip(tmp_path / "Zipped-1.0.zip", {"Zipped-1.0/setup.py": b"", "Zipped-1.0/PKG-INFO": pkg_info,
                                                     "Zipped-1.0/sub/PKG-INFO": b"Name: wrong\n"})
-    assert read_core_metadata(path, parse_filename(path.name)) == pkg_info
+    assert metadata_in(path, parse_filename(path.name)) == pkg_info
 
 
 def test_sdist_without_pkg_info_has_no_metadata(tmp_path):
     path = _write_tar(tmp_path / "bare-1.0.tar.gz", {"bare-1.0/setup.py": b"", "bare-1.0/sub/PKG-INFO": b"x"}, "w:gz")
-    assert read_core_metadata(path, parse_filename(path.name)) is None
+    assert metadata_in(path, parse_filename(path.name)) is None
 
 
 def test_egg_has_no_metadata(tmp_path):
     path = _write_zip(tmp_path / "old-1.0-py2.7.egg", {"EGG-INFO/PKG-INFO": b"Name: old\n"})
-    assert read_core_metadata(path, parse_filename(path.name)) is None
+    assert metadata_in(path, parse_filename(path.name)) is None
 
 
 def test_wheel_with_two_dist_infos_picks_its_own(tmp_path):
@@ -162,16 +174,16 @@ def test_wheel_with_two_dist_infos_picks_its_own(tmp_path):
         "bar-2.0.dist-info/METADATA": core_metadata("bar", "2.0").encode(),
         "foo-1.0.dist-info/METADATA": mine,
     })
-    assert read_core_metadata(path, parse_filename(path.name)) == mine
+    assert metadata_in(path, parse_filename(path.name)) == mine
 
 
 def test_wheel_without_metadata_is_invalid(tmp_path):
     path = _write_zip(tmp_path / "foo-1.0-py3-none-any.whl", {"foo/__init__.py": b"",
                                                              "foo-1.0.dist-info/nested/METADATA": b"x"})
     with pytest.raises(InvalidDistribution):
-        read_core_metadata(path, parse_filename(path.name))
+        metadata_in(path, parse_filename(path.name))
     with pytest.raises(InvalidDistribution):
-        check_archive(path, parse_filename(path.name))
+        check_file(path, parse_filename(path.name))
 
 
 # --- hostile and broken archives: refused, without reading them whole -------------------------
@@ -206,9 +218,9 @@ def test_zip_bomb_metadata_is_refused(tmp_path):
     path = _zeros_bomb(tmp_path / "bomb-1.0-py3-none-any.whl", "bomb-1.0.dist-info/METADATA", 64 * 1024 * 1024)
     assert path.stat().st_size < 1024 * 1024
     with pytest.raises(InvalidDistribution, match="too large"):
-        read_core_metadata(path, parse_filename(path.name))
+        metadata_in(path, parse_filename(path.name))
     with pytest.raises(InvalidDistribution, match="too large"):
-        check_archive(path, parse_filename(path.name))
+        check_file(path, parse_filename(path.name))
 
 
 @pytest.mark.timeout(30)
@@ -223,9 +235,9 @@ def test_zip_bomb_that_lies_about_its_size_is_refused(tmp_path):
     with zipfile.ZipFile(path) as archive:
         assert archive.getinfo(member).file_size == 100
     with pytest.raises(InvalidDistribution):
-        read_core_metadata(path, parse_filename(path.name))
+        metadata_in(path, parse_filename(path.name))
     with pytest.raises(InvalidDistribution):
-        check_archive(path, parse_filename(path.name))
+        check_file(path, parse_filename(path.name))
 
 
 @pytest.mark.parametrize("method", [zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED])
@@ -234,14 +246,14 @@ def test_huge_metadata_is_refused(tmp_path, method):
     assert len(big) > MAX_METADATA_BYTES
     path = _write_zip(tmp_path / "huge-1.0-py3-none-any.whl", {"huge-1.0.dist-info/METADATA": big}, method)
     with pytest.raises(InvalidDistribution, match="too large"):
-        read_core_metadata(path, parse_filename(path.name))
+        metadata_in(path, parse_filename(path.name))
 
 
 def test_huge_pkg_info_is_refused(tmp_path):
     big = b"Name: huge\n" + b"x" * (MAX_METADATA_BYTES + 10)
     path = _write_tar(tmp_path / "huge-1.0.tar.gz", {"huge-1.0/PKG-INFO": big}, "w:gz")
     with pytest.raises(InvalidDistribution, match="too large"):
-        read_core_metadata(path, parse_filename(path.name))
+        metadata_in(path, parse_filename(path.name))
 
 
 def test_truncated_wheel_is_invalid(tmp_path):
@@ -249,9 +261,9 @@ def test_truncated_wheel_is_invalid(tmp_path):
     path = tmp_path / good.name
     path.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
     with pytest.raises(InvalidDistribution):
-        read_core_metadata(path, parse_filename(path.name))
+        metadata_in(path, parse_filename(path.name))
     with pytest.raises(InvalidDistribution):
-        check_archive(path, parse_filename(path.name))
+        check_file(path, parse_filename(path.name))
 
 
 def test_truncated_sdist_is_invalid(tmp_path):
@@ -259,9 +271,9 @@ def test_truncated_sdist_is_invalid(tmp_path):
     path = tmp_path / good.name
     path.write_bytes(good.read_bytes()[:40])
     with pytest.raises(InvalidDistribution):
-        read_core_metadata(path, parse_filename(path.name))
+        metadata_in(path, parse_filename(path.name))
     with pytest.raises(InvalidDistribution):
-        check_archive(path, parse_filename(path.name))
+        check_file(path, parse_filename(path.name))
 
 
 @pytest.mark.parametrize("content", [b"", b"not a zip at all\n" * 100, b"PK\x03\x04" + os.urandom(2000),
@@ -272,9 +284,9 @@ def test_not_an_archive_is_invalid(tmp_path, content, filename):
     path.write_bytes(content)
     dist = parse_filename(filename)
     with pytest.raises(InvalidDistribution):
-        read_core_metadata(path, dist)
+        metadata_in(path, dist)
     with pytest.raises(InvalidDistribution):
-        check_archive(path, dist)
+        check_file(path, dist)
 
 
 def test_corrupt_wheel_member_fails_check(tmp_path):
@@ -287,12 +299,12 @@ def test_corrupt_wheel_member_fails_check(tmp_path):
     data[middle:middle + 4] = bytes(b ^ 0xFF for b in data[middle:middle + 4])
     wheel.write_bytes(bytes(data))
     with pytest.raises(InvalidDistribution):
-        check_archive(wheel, parse_filename(wheel.name))
+        check_file(wheel, parse_filename(wheel.name))
 
 
 def test_valid_archives_pass_check(tmp_path):
     for path in (make_wheel(tmp_path, "ok", "1.0"), make_sdist(tmp_path, "ok", "1.0")):
-        check_archive(path, parse_filename(path.name))
+        check_file(path, parse_filename(path.name))
 
 
 @pytest.mark.slow
@@ -306,4 +318,4 @@ def test_zip_bomb_upload_check_stops_at_its_budget(tmp_path):
                 stream.write(block)
     assert wheel.stat().st_size < 2 * 1024 * 1024
     with pytest.raises(InvalidDistribution, match="zip bomb"):
-        check_archive(wheel, parse_filename(wheel.name))
+        check_file(wheel, parse_filename(wheel.name))

@@ -1,4 +1,4 @@
-"""app/mirror.py: targets, pip's command, lock files, and a lock-file mirror run (no pip needed)."""
+"""app/mirror/ (and its command's progress line in app/cli.py): targets, pip's command, lock files, and a lock-file mirror run (no pip needed)."""
 
 from __future__ import annotations
 
@@ -8,24 +8,23 @@ from pathlib import Path
 
 import pytest
 
-from app.mirror import (
+from app.mirror.resolve import (
     MirrorError,
-    Progress,
     Target,
     Wanted,
     _for_target,
-    _lock_conflict,
-    existing_files,
     is_pylock,
     missing_requirements,
-    mirror,
     pip_command,
     read_pylock,
-    sdist_of,
     target_environment,
     targets,
 )
-from app.upstream import Listing, UpstreamFile, UpstreamIndex
+from app.mirror.run import _lock_conflict, existing_files, mirror, sdist_of
+from app.cli import TerminalProgress
+from app.storage import LocalStorage
+from app.upstream.client import UpstreamIndex
+from app.upstream.listings import Listing, UpstreamFile
 from tests.support import make_sdist, make_wheel
 from tests.upstreams import TinyIndex
 
@@ -134,7 +133,7 @@ def test_existing_files_skips_dot_folders(tmp_path: Path):
     (tmp_path / ".wharf" / "upstream").mkdir(parents=True)
     for path in ("a-1.0.tar.gz", "sub/b-1.0.tar.gz", ".wharf/upstream/c-1.0.tar.gz", ".upload-x.part"):
         (tmp_path / path).write_text("x")
-    assert existing_files([tmp_path]) == {"a-1.0.tar.gz", "b-1.0.tar.gz"}
+    assert existing_files(LocalStorage((tmp_path,))) == {"a-1.0.tar.gz", "b-1.0.tar.gz"}
 
 
 def test_lock_hashes_must_agree_with_the_listing():
@@ -148,7 +147,7 @@ def test_lock_hashes_must_agree_with_the_listing():
 def test_progress_draws_only_on_a_terminal():
     quiet, loud = io.StringIO(), io.StringIO()
     for stream, enabled in ((quiet, False), (loud, True)):
-        progress = Progress(stream, enabled)
+        progress = TerminalProgress(stream, enabled)
         progress.show("[1/2] a.whl", 2000)
         progress.advance(1500)
         progress.clear()
@@ -175,19 +174,19 @@ def test_lock_file_mirror_verifies_links_into_place_and_is_idempotent(tmp_path: 
     with TinyIndex([wheel, sdist], lies={sdist.name: b"evil"}) as upstream:
         index = UpstreamIndex(upstream.url())
         run = dict(index_url=upstream.url(), cert=None, timeout=5, requirements=[], requirement_files=[lock],
-                   target_list=[Target()], out=io.StringIO())
-        first = mirror(index, dest, **run)
+                   target_list=[Target()])
+        first = mirror(index, LocalStorage((dest,)), **run)
         assert [name for name, _size in first.added] == [wheel.name]
         assert len(first.errors) == 1 and sdist.name in first.errors[0] and "sha256" in first.errors[0]
         assert sorted(p.name for p in dest.iterdir()) == [wheel.name]  # no sdist, no temporary file
         assert (dest / wheel.name).read_bytes() == wheel.read_bytes()
 
         upstream.lies.clear()
-        second = mirror(index, dest, **run)
+        second = mirror(index, LocalStorage((dest,)), **run)
         assert [name for name, _size in second.added] == [sdist.name] and second.present == [wheel.name]
         assert not second.errors
-        third = mirror(index, dest, **run)
+        third = mirror(index, LocalStorage((dest,)), **run)
         assert not third.added and sorted(third.present) == sorted([wheel.name, sdist.name])
         asked = len(upstream.requests)
-        mirror(index, dest, **run)
+        mirror(index, LocalStorage((dest,)), **run)
         assert not any(path.startswith("/files/") for path, _ in upstream.requests[asked:])  # nothing downloaded

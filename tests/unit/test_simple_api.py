@@ -1,4 +1,4 @@
-"""The simple repository API (app/simple_api.py): negotiation, pages, redirects, metadata."""
+"""The simple repository API (app/simple_api.py, app/simple_pages.py): negotiation, pages, redirects, metadata."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""app.upload through the WSGI app: good and bad uploads, removals, yanks, the CLI commands."""
+"""app.publishing through the WSGI app: good and bad uploads, removals, yanks, the CLI commands."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""app/upstream.py: reading upstream listings, verified downloads, and the pull-through app routes."""
+"""app/upstream/: reading upstream listings, verified downloads, and the pull-through app routes."""
 
 from __future__ import annotations
 
@@ -11,17 +11,16 @@ import pytest
 
 from app import create_app
 from app.settings import Settings
-from app.upstream import (
+from app.upstream.client import UpstreamIndex, redact
+from app.upstream.listings import (
     HashMismatch,
     Listing,
-    PullThrough,
     UpstreamError,
     UpstreamFile,
-    UpstreamIndex,
     parse_html_listing,
     parse_json_listing,
-    redact,
 )
+from app.upstream.pull_through import PullThrough
 from tests.support import call_wsgi, free_port, make_wheel
 from tests.upstreams import TinyIndex
 
@@ -212,7 +211,7 @@ def test_without_upstream_url_nothing_changes(make_app, tmp_path: Path):
 
 @pytest.mark.slow
 def test_large_files_are_relayed_while_verified_and_a_lie_is_cut_short(make_app, tmp_path: Path, monkeypatch):
-    monkeypatch.setattr("app.upstream.STREAM_AFTER", 1024)
+    monkeypatch.setattr("app.upstream.pull_through.STREAM_AFTER", 1024)
     big = make_wheel(tmp_path / "src", "big", "1.0", padding=2_500_000)  # three 1 MiB chunks
     data = big.read_bytes()
     with TinyIndex([big]) as upstream:

@@ -1,143 +1,37 @@
-"""Publishing: uploads from twine and ``uv publish``, removals and yanks (the ``update`` action).
+"""The HTTP side of publishing: the legacy upload API's actions and ``DELETE /packages/<file>``.
 
-The upload API is Warehouse's legacy one, which pypiserver also speaks: a multipart POST to
-``/`` or ``/legacy/`` with ``:action=file_upload``, the file in the ``content`` part and
-its digests in ``sha256_digest``, ``blake2_256_digest`` and ``md5_digest``.
-
-The body is parsed here as it arrives (bottle's own form parsing, which buffers, is never
-touched): the file part goes in chunks to a hidden temporary file in the upload directory
-while its digests are computed, so memory does not grow with the file. Only a complete,
-verified file is published, by a link that fails if the name is already taken, so two
-uploads cannot race past the duplicate check; anything else removes the temporary file.
-
-Other actions, all needing ``update`` and the right to the project:
-``remove_pkg`` (name, version; as pypiserver), ``remove_file`` (filename),
-``yank`` / ``unyank`` (filename, or name and version; optional reason; PEP 592), and
-``DELETE /packages/<file>``.
+An upload is checked (name, version, digests, archive, metadata) while it is still a new,
+unpublished file in storage; only then is it published, by a link that fails if the name
+is already taken, so two uploads cannot race past the duplicate check.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
-import getpass
-import hashlib
 import logging
-import os
-import re
-import socket
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import BinaryIO
-from urllib.parse import parse_qsl
 
 import jinja2
 from bottle import Bottle, HTTPError, request, response
-from multipart import MultipartError, MultipartSegment, PushMultipartParser, parse_options_header
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
-from .auth import Access, Refusal
-from .catalog import Catalog, DistFile
-from .dists import (CoreMetadata, DistName, InvalidDistribution, check_archive, parse_filename, project_name,
-                    read_core_metadata)
-from .settings import Settings
-from .storage import new_hasher
+from ..auth import Access, Refusal
+from ..catalog import Catalog, DistFile
+from ..dists import (CoreMetadata, DistName, InvalidDistribution, check_archive, parse_filename, project_name,
+                     read_core_metadata)
+from ..settings import Settings
+from .changes import remove_files, select_files, yank_files
+from .form import MAX_FORM_BYTES, Body, Form, FormReader, Received, human_size
 
 log = logging.getLogger("wharf.upload")
 
-READ_CHUNK = 256 * 1024
-# Limits on everything but the file: twine sends the README as ``description``.
-MAX_FIELD_BYTES = 4 * 1024 * 1024
-MAX_FORM_BYTES = 16 * 1024 * 1024
-MAX_PARTS = 4096
-# A refused request's unread body is read and dropped up to this much, so the client gets
-# to read the answer instead of a connection reset; beyond it the connection is closed.
-DRAIN_LIMIT = 64 * 1024 * 1024
-# The temporary file's name adds ~30 bytes to the file's; most filesystems stop at 255.
+# A new file's temporary name in storage adds ~30 bytes to it; most filesystems stop at 255.
 MAX_FILENAME_BYTES = 200
 ACTIONS = ("file_upload", "remove_pkg", "remove_file", "yank", "unyank")
 UPLOAD_TYPES = ("bdist_wheel", "sdist", "bdist_egg")
 # Warehouse's digest fields and our names for the hashes.
 DIGEST_FIELDS = {"sha256_digest": "sha256", "blake2_256_digest": "blake2b_256", "md5_digest": "md5"}
-
-
-def _hasher(name: str):
-    if name == "md5":
-        return hashlib.md5(usedforsecurity=False)
-    return new_hasher(name)
-
-
-class ClientGone(Exception):
-    """The request body ended before its declared length (the client went away)."""
-
-
-class Body:
-    """The request body as it arrives: read in chunks, never more than declared."""
-
-    def __init__(self, environ: dict):
-        self.stream: BinaryIO = environ["wsgi.input"]
-        declared = (environ.get("CONTENT_LENGTH") or "").strip()
-        self.length: int | None = int(declared) if declared.isdigit() else None
-        # Without a length only a server that marks the end (gunicorn, for chunked bodies) will do.
-        self.terminated = self.length is not None or bool(environ.get("wsgi.input_terminated"))
-        self.received = 0
-
-    def read(self) -> bytes:
-        size = READ_CHUNK if self.length is None else min(READ_CHUNK, self.length - self.received)
-        if size <= 0:
-            return b""
-        try:
-            chunk = self.stream.read(size)
-        except Exception as exc:  # the server's reader fails in its own ways when a client drops
-            raise ClientGone(str(exc) or type(exc).__name__) from None
-        if not chunk and self.length is not None:
-            raise ClientGone(f"the body ended after {self.received} of {self.length} bytes")
-        self.received += len(chunk)
-        return chunk
-
-    def drain(self) -> None:
-        """Read and drop what is left, if it is not too much (see DRAIN_LIMIT)."""
-        if not self.terminated or (self.length is not None and self.length - self.received > DRAIN_LIMIT):
-            return
-        dropped = 0
-        with contextlib.suppress(ClientGone):
-            while dropped < DRAIN_LIMIT and (chunk := self.read()):
-                dropped += len(chunk)
-
-
-@dataclass
-class Received:
-    """The uploaded file, complete, in its temporary place."""
-
-    filename: str
-    path: Path
-    size: int
-    digests: dict[str, str]
-
-
-@dataclass
-class Form:
-    """What a form body said: its fields, and the file if one came."""
-
-    fields: dict[str, list[str]] = field(default_factory=dict)
-    file: Received | None = None
-
-    def get(self, name: str) -> str:
-        values = self.fields.get(name)
-        return values[0].strip() if values else ""
-
-
-_FILENAME = re.compile(r';\s*filename\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^;\s]*))', re.IGNORECASE)
-
-
-def _plain_filename(segment: MultipartSegment) -> str | None:
-    """The filename exactly as sent: the parser would turn ``C:\\x\\f.whl`` into ``f.whl``."""
-    match = _FILENAME.search(segment.header("Content-Disposition") or "")
-    if match is None:
-        return segment.filename
-    return match.group(1) if match.group(1) is not None else match.group(2)
 
 
 def upload_filename(filename: str | None) -> DistName:
@@ -161,157 +55,6 @@ def upload_filename(filename: str | None) -> DistName:
     return dist
 
 
-class FormReader:
-    """Reads a form body: small fields into memory, the ``content`` file to storage."""
-
-    def __init__(self, catalog: Catalog, settings: Settings, stack: contextlib.ExitStack,
-                 check_file: Callable[[str], None] | None = None):
-        self.catalog = catalog
-        self.settings = settings
-        self.stack = stack
-        # Called with the file's name before its bytes are read, to refuse early.
-        self.check_file = check_file
-        self.algorithms = tuple(dict.fromkeys(("sha256", "blake2b_256", "md5", *catalog.algorithms)))
-
-    def read(self, body: Body) -> Form:
-        content_type = request.environ.get("CONTENT_TYPE", "")
-        kind, options = parse_options_header(content_type)
-        if kind == "multipart/form-data" and options.get("boundary"):
-            return self._multipart(body, options["boundary"])
-        if kind == "application/x-www-form-urlencoded":
-            return self._urlencoded(body)
-        raise Refusal(400, "expected a multipart/form-data body (as twine and uv publish send)")
-
-    def _urlencoded(self, body: Body) -> Form:
-        data = bytearray()
-        while chunk := body.read():
-            data += chunk
-            if len(data) > MAX_FORM_BYTES:
-                raise Refusal(413, f"form is larger than {MAX_FORM_BYTES} bytes")
-        form = Form()
-        try:
-            pairs = parse_qsl(data.decode("utf-8"), keep_blank_values=True, strict_parsing=False)
-        except UnicodeDecodeError:
-            raise Refusal(400, "form is not UTF-8") from None
-        for key, value in pairs:
-            form.fields.setdefault(key, []).append(value)
-        return form
-
-    def _multipart(self, body: Body, boundary: str) -> Form:
-        form = Form()
-        form_bytes = 0
-        field_name: str | None = None
-        field_data = bytearray()
-        incoming: Incoming | None = None
-        parser = PushMultipartParser(boundary, content_length=body.length if body.length is not None else -1,
-                                     max_header_count=16, max_segment_count=MAX_PARTS)
-        try:
-            while not parser.closed:
-                for event in parser.parse(body.read()):
-                    if isinstance(event, MultipartSegment):  # a part begins
-                        if event.name == "content" and event.filename is not None:
-                            if form.file is not None or incoming is not None:
-                                raise Refusal(400, "more than one file in the upload")
-                            incoming = self._receive(_plain_filename(event) or "")
-                        else:
-                            field_name, field_data = event.name or "", bytearray()
-                    elif event:  # a chunk of the current part
-                        if incoming is not None:
-                            incoming.write(event)
-                        else:
-                            field_data += event
-                            form_bytes += len(event)
-                            if len(field_data) > MAX_FIELD_BYTES or form_bytes > MAX_FORM_BYTES:
-                                raise Refusal(413, f"form field {field_name!r} is too large")
-                    elif incoming is not None:  # the end of the file part
-                        form.file, incoming = incoming.finish(), None
-                    elif field_name is not None:  # the end of a field
-                        try:
-                            form.fields.setdefault(field_name, []).append(field_data.decode("utf-8"))
-                        except UnicodeDecodeError:
-                            raise Refusal(400, f"form field {field_name!r} is not UTF-8") from None
-                        field_name = None
-        except MultipartError as exc:
-            raise Refusal(400, f"malformed or truncated multipart body: {exc}") from None
-        except ClientGone as exc:
-            raise Refusal(400, f"incomplete request body: {exc}") from None
-        except OSError as exc:
-            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-                raise Refusal(507, "not enough disk space on the index for this file") from None
-            raise
-        return form
-
-    def _receive(self, filename: str) -> Incoming:
-        upload_filename(filename)
-        if self.check_file is not None:
-            self.check_file(filename)
-        stream, path = self.stack.enter_context(self.catalog.storage.temporary(filename))
-        return Incoming(filename, stream, path, self.algorithms, self.settings.max_upload_size)
-
-
-class Incoming:
-    """The file part as it arrives: written to its temporary file and hashed on the way."""
-
-    def __init__(self, filename: str, stream: BinaryIO, path: Path, algorithms: tuple[str, ...], limit: int):
-        self.filename, self.stream, self.path, self.limit = filename, stream, path, limit
-        self.hashers = {name: _hasher(name) for name in algorithms}
-        self.size = 0
-
-    def write(self, chunk: bytes) -> None:
-        self.size += len(chunk)
-        if self.size > self.limit:
-            raise Refusal(413, f"file is larger than the index accepts ({_human(self.limit)})")
-        self.stream.write(chunk)
-        for hasher in self.hashers.values():
-            hasher.update(chunk)
-
-    def finish(self) -> Received:
-        self.stream.flush()
-        digests = {name: hasher.hexdigest() for name, hasher in self.hashers.items()}
-        return Received(self.filename, self.path, self.size, digests)
-
-
-def _human(size: int) -> str:
-    for unit in ("bytes", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return f"{size:g} {unit}" if unit == "bytes" else f"{size:.1f} {unit}"
-        size /= 1024
-    return str(size)
-
-
-# --- what the actions do (shared by HTTP and the CLI) -------------------------------------
-def select_files(catalog: Catalog, *, name: str = "", version: str = "", filename: str = "") -> list[DistFile]:
-    """The files a removal or yank is about: one filename, or every file of a release.
-
-    Raises ValueError for a version that is not a version.
-    """
-    if filename:
-        found = catalog.find_filename(filename)
-        return [found] if found else []
-    project = catalog.project(canonicalize_name(name))
-    if project is None:
-        return []
-    wanted = Version(version)
-    return [f for f in project.files if Version(f.version) == wanted]
-
-
-def remove_files(catalog: Catalog, files: Iterable[DistFile]) -> list[str]:
-    """Delete files from disk and index; a removed file's yank is forgotten with it."""
-    removed = []
-    for f in files:
-        catalog.forget(f)
-        removed.append(f.relpath)
-        if catalog.find_filename(f.filename) is None:
-            catalog.set_yanked([f], None)  # a later upload of that name starts unyanked
-    return removed
-
-
-def yank_files(catalog: Catalog, files: list[DistFile], reason: str | None) -> int:
-    """Yank (reason: a string, maybe empty) or unyank (None) the files."""
-    return catalog.set_yanked(files, reason)
-
-
-# --- HTTP ----------------------------------------------------------------------------------
 class Publisher:
     """The HTTP side of publishing."""
 
@@ -320,6 +63,8 @@ class Publisher:
         self.catalog = catalog
         self.storage = catalog.storage
         self.access = access
+        # The digests of an upload: those the client may send, and those the catalog keeps.
+        self.algorithms = tuple(dict.fromkeys(("sha256", "blake2b_256", "md5", *catalog.algorithms)))
 
     @staticmethod
     def client() -> str:
@@ -333,13 +78,16 @@ class Publisher:
                 raise Refusal(411, "a Content-Length header is required")
             user = self.access.require("update")
             if body.length is not None and body.length > self.settings.max_upload_size + MAX_FORM_BYTES:
-                raise Refusal(413, f"upload is larger than the index accepts ({_human(self.settings.max_upload_size)})")
+                raise Refusal(413, f"upload is larger than the index accepts ({human_size(self.settings.max_upload_size)})")
             self.storage.remove_stale_temporaries(self.settings.timeout + 60)
             with contextlib.ExitStack() as stack:
                 def check_file(filename: str) -> None:
+                    upload_filename(filename)
                     self.access.require_project(user, parse_filename(filename).project)
 
-                form = FormReader(self.catalog, self.settings, stack, check_file).read(body)
+                reader = FormReader(self.storage, stack, max_file_size=self.settings.max_upload_size,
+                                    algorithms=self.algorithms, check_file=check_file)
+                form = reader.read(body, request.environ.get("CONTENT_TYPE", ""))
                 action = form.get(":action")
                 if not action:
                     raise Refusal(400, "missing :action (file_upload, remove_pkg, remove_file, yank, unyank)")
@@ -385,12 +133,13 @@ class Publisher:
         if version != dist.version:
             raise Refusal(400, f"version {form.get('version')[:100]!r} does not match the file {filename}")
         self._check_digests(form, received)
+        stream, size = received.file.open()
         try:
-            check_archive(received.path, dist, filename)
-            metadata = read_core_metadata(received.path, dist)
+            with stream:
+                check_archive(stream, size, dist, filename)
+                metadata = read_core_metadata(stream, dist, filename)
         except InvalidDistribution as exc:
-            message = str(exc).replace(received.path.name, filename)
-            raise Refusal(400, f"not a valid {dist.packagetype} file: {message}") from None
+            raise Refusal(400, f"not a valid {dist.packagetype} file: {exc}") from None
         self._check_metadata(metadata, dist, filename)
         return self._publish(received, user)
 
@@ -439,7 +188,7 @@ class Publisher:
                 where = "" if (existing.root, existing.relpath) == (0, filename) else f" (as {existing.relpath})"
                 raise Refusal(409, f"{filename} already exists{where} with different content")
         try:
-            relpath = self.storage.publish(received.path, filename, replace=self.settings.overwrite)
+            relpath = received.file.publish(replace=self.settings.overwrite)
         except FileExistsError:
             # On disk but not yet indexed, or a concurrent upload of the same name won.
             on_disk = self.storage.digests(0, filename, ("sha256",))["sha256"]
@@ -555,28 +304,3 @@ def register(app: Bottle, settings: Settings, catalog: Catalog, access: Access,
         return answer(publisher.delete(path))
 
     return publisher
-
-
-# --- the command line (wharf yank | unyank | remove) ------------------------------------
-def cli_targets(catalog: Catalog, target: list[str]) -> tuple[list[DistFile], str]:
-    """``FILENAME`` or ``NAME VERSION`` as given on the command line."""
-    if len(target) == 1:
-        files = select_files(catalog, filename=target[0])
-        what = target[0]
-    elif len(target) == 2:
-        files = select_files(catalog, name=target[0], version=target[1])
-        what = f"{canonicalize_name(target[0])} {target[1]}"
-    else:
-        raise ValueError("give a FILENAME, or a project NAME and VERSION")
-    if not files:
-        raise LookupError(f"{what} not found")
-    return files, what
-
-
-def log_cli(action: str, what: str, detail: str = "") -> None:
-    """Log a change made from the command line: who, what, where."""
-    try:
-        who = getpass.getuser()
-    except (KeyError, OSError):
-        who = f"uid {os.getuid()}"
-    log.info("%s %s%s by %s from the command line on %s", action, what, detail, who, socket.gethostname())

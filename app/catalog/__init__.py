@@ -1,0 +1,14 @@
+"""What the index knows: projects, their files, hashes and metadata.
+
+The storage stays the source of truth; the catalog learns from it and remembers:
+- ``records``: the immutable View, Projects and DistFiles that requests read;
+- ``database``: the SQLite schema, connections and transactions;
+- ``scanner``: the one process that keeps the database in step with the storage;
+- ``catalog``: ``Catalog``, which loads the database into each worker, follows the
+  journal of changes, and records uploads, removals and yanks.
+"""
+
+from .catalog import Catalog
+from .records import DistFile, Project, View
+
+__all__ = ["Catalog", "DistFile", "Project", "View"]
