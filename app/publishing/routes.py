@@ -22,6 +22,7 @@ from ..dists import (CoreMetadata, DistName, InvalidDistribution, check_archive,
                      read_core_metadata)
 from ..settings import Settings
 from .changes import remove_files, select_files, yank_files
+from .release_slots import shadowed_file
 from .form import MAX_FORM_BYTES, Body, Form, FormReader, Received, human_size
 
 log = logging.getLogger("wharf.upload")
@@ -187,6 +188,8 @@ class Publisher:
             if not self.settings.overwrite or (existing.root, existing.relpath) != (0, filename):
                 where = "" if (existing.root, existing.relpath) == (0, filename) else f" (as {existing.relpath})"
                 raise Refusal(409, f"{filename} already exists{where} with different content")
+        if not self.settings.overwrite:
+            self._refuse_shadowing(filename, user)
         try:
             relpath = received.file.publish(replace=self.settings.overwrite)
         except FileExistsError:
@@ -216,6 +219,15 @@ class Publisher:
         log.info("uploaded %s%s, %d bytes, sha256 %s, by %s from %s",
                  filename, replaced, received.size, sha256, user, self.client())
         return f"uploaded {filename}{replaced}\n"
+
+    def _refuse_shadowing(self, filename: str, user: str) -> None:
+        """409 for a file that would change what an existing release installs."""
+        project = self.catalog.project(parse_filename(filename).project)
+        other = shadowed_file(filename, (f.filename for f in project.files)) if project else None
+        if other is not None:
+            log.info("upload of %s by %s from %s refused: it would shadow %s", filename, user, self.client(), other)
+            raise Refusal(409, f"{filename} would change what the published {other} installs (same release, "
+                               "same platform); publish a new version instead")
 
     # --- removal and yanks -----------------------------------------------------------------
     def _targets(self, form: Form, user: str, *, by_file: bool | None) -> tuple[list[DistFile], str]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from app.release_slots import shadowed_file
+from app.publishing.release_slots import shadowed_file
 
 EXISTING = ["mylib-1.0-py3-none-any.whl", "mylib-1.0.tar.gz",
             "mylib-2.0-cp311-cp311-manylinux_2_17_x86_64.manylinux2014_x86_64.whl"]

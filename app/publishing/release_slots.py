@@ -14,7 +14,7 @@ from collections.abc import Iterable
 
 from packaging.utils import InvalidWheelFilename, parse_wheel_filename
 
-from .dists import DistName, InvalidDistribution, parse_filename
+from ..dists import DistName, InvalidDistribution, parse_filename
 
 
 def _slots(filename: str, dist: DistName) -> frozenset[str]:
