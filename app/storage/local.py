@@ -1,5 +1,11 @@
 """Package files on the local filesystem: plain files under one or more directories.
 
+Only regular files that really are under a root are ever listed or opened: a symbolic
+link (to a file or a directory, pointing inside the roots or not), a device or a FIFO is
+skipped when listing and refused when opening, and an opened file is checked to live
+under its root, so a link dropped into the packages directory cannot publish the TLS
+key, the password file or ``/etc/passwd``.
+
 New files are written to a dot-named temporary file in their target directory and linked
 (or renamed) into place only when complete, so readers never see a partial file, and a
 link fails if the name is taken, so two writers of one name cannot both win.
@@ -10,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import stat
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,6 +36,9 @@ class LocalStorage:
     def __init__(self, roots: tuple[Path, ...]):
         self.roots = tuple(Path(root).absolute() for root in roots)
         self._prefixes = tuple(f"{root}{os.sep}" for root in self.roots)
+        # Where the roots really are (a root may itself be a link, which is fine): an opened
+        # file's real path must start with its root's.
+        self._real_prefixes = tuple(os.path.join(os.path.realpath(root), "") for root in self.roots)
 
     def root_names(self) -> list[str]:
         return [str(root) for root in self.roots]
@@ -71,7 +81,7 @@ class LocalStorage:
                         continue  # dot-folders (our state), temporary uploads, editor files
                     if entry.is_dir(follow_symlinks=False):
                         subdirs.append(f"{reldir}/{entry.name}" if reldir else entry.name)
-                    elif has_dist_suffix(entry.name) and entry.is_file():
+                    elif has_dist_suffix(entry.name) and entry.is_file(follow_symlinks=False):
                         # Only the inode is kept: a DirEntry holds on to its stat result,
                         # ~250 bytes a file during a sweep of 100,000 files.
                         files[entry.name] = entry.inode()
@@ -92,14 +102,34 @@ class LocalStorage:
 
     def stat_file(self, root: int, relpath: str) -> FileKey | None:
         try:
-            st = os.stat(self._fast_path(root, relpath))
+            st = os.lstat(self._fast_path(root, relpath))
         except OSError:
             return None
-        return FileKey.of(st)
+        return FileKey.of(st) if stat.S_ISREG(st.st_mode) else None
 
     def open(self, root: int, relpath: str) -> tuple[BinaryIO, int]:
-        stream = open(self._fast_path(root, relpath), "rb")
-        return stream, os.fstat(stream.fileno()).st_size
+        """The file's bytes and size; FileNotFoundError for anything but a regular file under the root."""
+        path = self._fast_path(root, relpath)
+        # O_NOFOLLOW refuses a link as the last component; O_NONBLOCK keeps a FIFO from
+        # blocking the open. A link among the directories above it is caught below.
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode) or not self._under_root(root, fd, path):
+                raise FileNotFoundError(f"not a regular file under the packages directory: {relpath}")
+            os.set_blocking(fd, True)
+            stream = os.fdopen(fd, "rb")
+        except BaseException:
+            os.close(fd)
+            raise
+        return stream, st.st_size
+
+    def _under_root(self, root: int, fd: int, path: str) -> bool:
+        try:
+            real = os.readlink(f"/proc/self/fd/{fd}")  # where the open file really is
+        except OSError:
+            real = os.path.realpath(path)
+        return real.startswith(self._real_prefixes[root])
 
     def digests(self, root: int, relpath: str, algorithms: tuple[str, ...]) -> dict[str, str]:
         hashers = {name: new_hasher(name) for name in algorithms}
