@@ -42,14 +42,14 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from .server import serve
+    from .serving.appserver import serve
 
     serve(settings_from_args(args))
     return 0
 
 
 def cmd_index(args: argparse.Namespace) -> int:
-    from .server import index_now
+    from .serving.appserver import index_now
 
     settings = settings_from_args(args)
     projects, files = index_now(settings)
@@ -121,7 +121,7 @@ def cmd_passwd(args: argparse.Namespace) -> int:
 def cmd_catalog_change(args: argparse.Namespace) -> int:
     from . import upload
     from .catalog import Catalog
-    from .server import configure_logging
+    from .serving.appserver import configure_logging
     from .storage import LocalStorage
 
     settings = settings_from_args(args)
@@ -186,7 +186,7 @@ def add_mirror_command(commands: argparse._SubParsersAction) -> None:
 EXTRA_COMMANDS.append(add_mirror_command)
 
 
-# --- deployment: render, stack (app.deploy, app.stack) -----------------------------------------
+# --- deployment: render, stack (app.serving.render, app.serving.stack) ----------------------
 def _explicit_settings(args: argparse.Namespace) -> set[str]:
     """Settings given on the command line or as WHARF_* variables (not left at defaults)."""
     import os
@@ -199,7 +199,7 @@ def _explicit_settings(args: argparse.Namespace) -> set[str]:
 
 
 def cmd_render(args: argparse.Namespace) -> int:
-    from .deploy import templates_for, write
+    from .serving.render import templates_for, write
 
     settings = settings_from_args(args)
     templates_for(args.targets)  # unknown targets fail before anything is written
@@ -213,19 +213,19 @@ def cmd_render(args: argparse.Namespace) -> int:
 
 
 def cmd_stack(args: argparse.Namespace) -> int:
-    from .stack import StackError, run, stack_settings
+    from .serving.stack import SetupError, run, stack_settings
 
     settings = stack_settings(settings_from_args(args), args.dir, _explicit_settings(args))
     try:
         run(settings, args.dir)  # becomes supervisord
-    except StackError as exc:
+    except SetupError as exc:
         print(f"wharf stack: {exc}", file=sys.stderr)
         return 1
     return 0
 
 
 def add_deploy_commands(commands: argparse._SubParsersAction) -> None:
-    from .deploy import TARGETS
+    from .serving.render import TARGETS
 
     render = commands.add_parser(
         "render", help="write the nginx, supervisord and gunicorn configs",
