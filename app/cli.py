@@ -186,7 +186,7 @@ def add_mirror_command(commands: argparse._SubParsersAction) -> None:
 EXTRA_COMMANDS.append(add_mirror_command)
 
 
-# --- deployment: render, stack (app.serving.render, app.serving.stack) ----------------------
+# --- deployment: render, stack, container (app.serving) -----------------------------------
 def _explicit_settings(args: argparse.Namespace) -> set[str]:
     """Settings given on the command line or as WHARF_* variables (not left at defaults)."""
     import os
@@ -224,6 +224,18 @@ def cmd_stack(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_container(args: argparse.Namespace) -> int:
+    from .serving.container import start
+    from .serving.local_ca import SetupError
+
+    try:
+        start(settings_from_args(args))  # becomes supervisord
+    except SetupError as exc:
+        print(f"wharf: error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def add_deploy_commands(commands: argparse._SubParsersAction) -> None:
     from .serving.render import TARGETS
 
@@ -249,6 +261,14 @@ def add_deploy_commands(commands: argparse._SubParsersAction) -> None:
     _packages_argument(stack)
     add_settings_options(stack)
     stack.set_defaults(func=cmd_stack)
+
+    container = commands.add_parser(
+        "container", help="start the container image's services (its entrypoint runs this)",
+        description="As the image's unprivileged user: use the mounted TLS certificate or make a local "
+                    "CA, add WHARF_FIRST_USER if asked, render and check the configs, then become "
+                    "supervisord running gunicorn and nginx.")
+    add_settings_options(container, exclude=())
+    container.set_defaults(func=cmd_container)
 
 
 EXTRA_COMMANDS.append(add_deploy_commands)

@@ -1,8 +1,8 @@
 """Deploy configs (nginx, supervisord, gunicorn) rendered from Settings with deploy/'s templates.
 
-One set of jinja2 templates, three renderers: ``wharf render`` (this module), the Ansible
-role's ``template`` module and the container entrypoint (through ``wharf``). So that all three write the same
-bytes, the templates
+One set of jinja2 templates, two renderers: this module (``wharf render``, and ``wharf
+stack``, ``wharf serve`` and the container's ``wharf container`` through it) and the Ansible
+role's ``template`` module. So that both write the same bytes, the templates
   - get plain values only: ``context(settings)`` is every Settings field by name
     (``Settings.as_dict()``: strings, numbers, booleans, lists, None), plus
     ``state_path``, ``app_server_addresses``, ``env`` (the WHARF_* variables whose values

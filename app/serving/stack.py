@@ -110,27 +110,39 @@ def prepare(settings: Settings) -> Path:
                 directory.chmod(0o750)
     render.write(settings, settings.config_dir)
     nginx_conf = settings.config_dir / "nginx" / "nginx.conf"
-    check = subprocess.run([settings.nginx_path, "-t", "-q", "-c", str(nginx_conf),
-                            "-e", str(settings.log_dir / "nginx-error.log")], capture_output=True, text=True)
+    error_log = "stderr" if settings.log_stdout else str(settings.log_dir / "nginx-error.log")
+    check = subprocess.run([settings.nginx_path, "-t", "-q", "-c", str(nginx_conf), "-e", error_log],
+                           capture_output=True, text=True)
     if check.returncode != 0:
         raise SetupError(f"nginx rejects {nginx_conf}:\n{check.stderr.strip()}")
     return settings.config_dir / "supervisor" / "supervisord.conf"
 
 
-def describe(settings: Settings, ca: Path | None, supervisord_conf: Path) -> str:
+def public_url(settings: Settings) -> str:
+    """The index's HTTPS address as clients reach it (no trailing slash)."""
     host = settings.server_name if settings.server_name not in ("", "_") else "localhost"
-    base = f"https://{host}" + (f":{settings.https_port}" if settings.https_port != 443 else "")
-    cert = f" --cert {ca}" if ca else ""
+    port = settings.public_https_port or settings.https_port
+    return f"https://{host}" + (f":{port}" if port != 443 else "")
+
+
+def trust_commands(base: str, ca: Path | str) -> list[str]:
+    """How pip, uv and twine use the index through a CA file they must trust."""
+    return [f"pip install --cert {ca} --index-url {base}/simple/ PACKAGE",
+            f"SSL_CERT_FILE={ca} uv pip install --index-url {base}/simple/ PACKAGE",
+            f"twine upload --cert {ca} --repository-url {base}/ dist/*"]
+
+
+def describe(settings: Settings, ca: Path | None, supervisord_conf: Path) -> str:
+    """What the stack serves, where its files are, and how clients use it."""
+    host = settings.server_name if settings.server_name not in ("", "_") else "localhost"
+    base = public_url(settings)
     lines = [
         f"Wharf stack: {base}/simple/  (http://{host}:{settings.http_port}/ redirects there)",
         f"  packages:  {', '.join(str(p) for p in settings.packages)}",
         f"  configs:   {settings.config_dir}   logs: {settings.log_dir}",
     ]
     if ca:
-        lines += [f"  local CA:  {ca}",
-                  f"  pip install{cert} --index-url {base}/simple/ PACKAGE",
-                  f"  SSL_CERT_FILE={ca} uv pip install --index-url {base}/simple/ PACKAGE",
-                  f"  twine upload{cert} --repository-url {base}/ dist/*"]
+        lines += [f"  local CA:  {ca}"] + [f"  {line}" for line in trust_commands(base, ca)]
     lines += [f"  status:    {sys.executable} -m supervisor.supervisorctl -c {supervisord_conf} status",
               "Ctrl-C stops the stack."]
     return "\n".join(lines)
