@@ -275,7 +275,7 @@ def run_role_locally(work: Path, tasks_from: str, extra: dict, facts: bool = Fal
 
 def test_role_writes_what_wharf_render_writes(tmp_path: Path) -> None:
     """The role's configs are byte for byte what `wharf render` makes of the app's settings."""
-    from app import deploy
+    from app.serving import render as deploy
     from app.settings import Settings
 
     config_dir = tmp_path / "etc"
