@@ -133,7 +133,8 @@ class Access:
 
     # --- what needs a user ---------------------------------------------------------------
     def protects(self, action: str) -> bool:
-        return action == "update" or self.settings.protects(action)
+        """Whether ``action`` needs a user: the ``authenticate`` actions, and uploads always."""
+        return action == "update" or action in self.settings.authenticate
 
     @property
     def takes_uploads(self) -> bool:

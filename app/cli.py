@@ -46,14 +46,14 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from .server import serve
+    from .serving.appserver import serve
 
     serve(settings_from_args(args))
     return 0
 
 
 def cmd_index(args: argparse.Namespace) -> int:
-    from .server import index_now
+    from .serving.appserver import index_now
 
     settings = settings_from_args(args)
     projects, files = index_now(settings)
@@ -159,7 +159,7 @@ def log_cli(action: str, what: str, detail: str = "") -> None:
 def cmd_catalog_change(args: argparse.Namespace) -> int:
     from .catalog import Catalog
     from .publishing.changes import remove_files, yank_files
-    from .server import configure_logging
+    from .serving.appserver import configure_logging
 
     settings = settings_from_args(args)
     configure_logging(settings)
@@ -347,7 +347,7 @@ def cmd_mirror(args: argparse.Namespace) -> int:
 EXTRA_COMMANDS.append(add_mirror_command)
 
 
-# --- deployment: render, stack (app.deploy, app.stack) -----------------------------------------
+# --- deployment: render, stack, container (app.serving) -----------------------------------
 def _explicit_settings(args: argparse.Namespace) -> set[str]:
     """Settings given on the command line or as WHARF_* variables (not left at defaults)."""
     import os
@@ -360,7 +360,7 @@ def _explicit_settings(args: argparse.Namespace) -> set[str]:
 
 
 def cmd_render(args: argparse.Namespace) -> int:
-    from .deploy import templates_for, write
+    from .serving.render import templates_for, write
 
     settings = settings_from_args(args)
     templates_for(args.targets)  # unknown targets fail before anything is written
@@ -374,19 +374,31 @@ def cmd_render(args: argparse.Namespace) -> int:
 
 
 def cmd_stack(args: argparse.Namespace) -> int:
-    from .stack import StackError, run, stack_settings
+    from .serving.stack import SetupError, run, stack_settings
 
     settings = stack_settings(settings_from_args(args), args.dir, _explicit_settings(args))
     try:
         run(settings, args.dir)  # becomes supervisord
-    except StackError as exc:
+    except SetupError as exc:
         print(f"wharf stack: {exc}", file=sys.stderr)
         return 1
     return 0
 
 
+def cmd_container(args: argparse.Namespace) -> int:
+    from .serving.container import start
+    from .serving.local_ca import SetupError
+
+    try:
+        start(settings_from_args(args))  # becomes supervisord
+    except SetupError as exc:
+        print(f"wharf: error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def add_deploy_commands(commands: argparse._SubParsersAction) -> None:
-    from .deploy import TARGETS
+    from .serving.render import TARGETS
 
     render = commands.add_parser(
         "render", help="write the nginx, supervisord and gunicorn configs",
@@ -410,6 +422,14 @@ def add_deploy_commands(commands: argparse._SubParsersAction) -> None:
     _packages_argument(stack)
     add_settings_options(stack)
     stack.set_defaults(func=cmd_stack)
+
+    container = commands.add_parser(
+        "container", help="start the container image's services (its entrypoint runs this)",
+        description="As the image's unprivileged user: use the mounted TLS certificate or make a local "
+                    "CA, add WHARF_FIRST_USER if asked, render and check the configs, then become "
+                    "supervisord running gunicorn and nginx.")
+    add_settings_options(container, exclude=())
+    container.set_defaults(func=cmd_container)
 
 
 EXTRA_COMMANDS.append(add_deploy_commands)

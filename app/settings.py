@@ -59,7 +59,7 @@ class Settings:
 
     # --- access and publishing -------------------------------------------------------
     password_file: str = field(default="", metadata={"help": "htpasswd file with the users; \".\" or empty means no users."})
-    authenticate: tuple[str, ...] = field(default=("update",), metadata={"help": "Actions that need a user: any of update, download, list; \".\" means none."})
+    authenticate: tuple[str, ...] = field(default=("update",), metadata={"help": "Actions that need a user: any of update, download, list; \".\" means none (uploads need a user all the same)."})
     permissions_file: Path | None = field(default=None, metadata={"help": "Optional file restricting users to projects ([projects] alice = mylib, mylib-*)."})
     overwrite: bool = field(default=False, metadata={"help": "Allow an upload to replace an existing file with different bytes."})
     max_upload_size: int = field(default=1024 * 1024 * 1024, metadata={"help": "Largest accepted upload in bytes (413 above it)."})
@@ -67,7 +67,7 @@ class Settings:
     # --- the app server --------------------------------------------------------------
     host: str = field(default="127.0.0.1", metadata={"help": "Address gunicorn binds (a host name, IPv4 or IPv6 address)."})
     port: int = field(default=8080, metadata={"help": "Port gunicorn binds."})
-    workers: int = field(default=0, metadata={"help": "Gunicorn worker processes; 0 means 2 x cores + 1 (at most 8)."})
+    workers: int = field(default=0, metadata={"help": "Gunicorn worker processes; 0 means 2 x cores + 1 (at most 8), counted on the machine gunicorn runs on."})
     timeout: int = field(default=300, metadata={"help": "Seconds a worker may spend on one request (uploads can be slow)."})
     log_level: str = field(default="info", metadata={"help": "Log level: debug, info, warning, error."})
     log_file: str = field(default="", metadata={"help": "Log file for the app and gunicorn; empty means standard error."})
@@ -80,7 +80,7 @@ class Settings:
     public_https_port: int = field(default=0, metadata={"help": "The HTTPS port clients connect to, when a port mapping (a container's published port, a load balancer) puts it elsewhere than https_port; 0 means https_port. The HTTP redirect and the app's absolute URLs use it."})
     tls_cert: Path = field(default=Path("/etc/wharf/tls/server.crt"), metadata={"help": "TLS certificate chain (PEM) used by nginx."})
     tls_key: Path = field(default=Path("/etc/wharf/tls/server.key"), metadata={"help": "TLS private key (PEM) used by nginx."})
-    upstreams: tuple[str, ...] = field(default=(), metadata={"help": "App servers nginx proxies to (host:port); empty means this server's host:port."})
+    app_servers: tuple[str, ...] = field(default=(), metadata={"help": "App servers (gunicorn) nginx proxies to (host:port); empty means this server's host:port."})
     cache_path: Path = field(default=Path("/var/cache/wharf/nginx"), metadata={"help": "nginx cache directory."})
     cache_size: str = field(default="1g", metadata={"help": "Largest size of the nginx cache (nginx size syntax, e.g. 1g)."})
     log_dir: Path = field(default=Path("/var/log/wharf"), metadata={"help": "Where nginx, supervisord and gunicorn write their logs."})
@@ -104,16 +104,9 @@ class Settings:
         return self.upstream_cache_dir or (self.state_path / "upstream")
 
     @property
-    def upstream_servers(self) -> tuple[str, ...]:
-        return self.upstreams or (f"{_bracket(self.host)}:{self.port}",)
-
-    def protects(self, action: str) -> bool:
-        return action in self.authenticate
-
-    def worker_count(self) -> int:
-        if self.workers > 0:
-            return self.workers
-        return min(2 * (os.cpu_count() or 1) + 1, 8)
+    def app_server_addresses(self) -> tuple[str, ...]:
+        """The host:port of every app server nginx proxies to: ``app_servers``, else this one."""
+        return self.app_servers or (f"{bracket_host(self.host)}:{self.port}",)
 
     # --- loading ---------------------------------------------------------------------
     @classmethod
@@ -165,7 +158,7 @@ class Settings:
                 value = str(value)
             out[f.name] = value
         out["state_path"] = str(self.state_path)
-        out["upstream_servers"] = list(self.upstream_servers)
+        out["app_server_addresses"] = list(self.app_server_addresses)
         return out
 
 
@@ -176,7 +169,8 @@ def env_name(name: str) -> str:
     return ENV_PREFIX + name.upper()
 
 
-def _bracket(host: str) -> str:
+def bracket_host(host: str) -> str:
+    """``host`` as it goes before ":port" (an IPv6 address in brackets)."""
     return f"[{host}]" if ":" in host and not host.startswith("[") else host
 
 

@@ -1,7 +1,7 @@
 """Gunicorn's target: ``gunicorn app.wsgi:application``, configured by WHARF_* variables."""
 
 from . import create_app
-from .server import configure_logging
+from .serving.appserver import configure_logging
 from .settings import Settings
 
 settings = Settings.from_env()

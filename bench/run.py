@@ -81,8 +81,8 @@ def capture_static(wharf: Server, data: dataset.Dataset, static: Path) -> None:
 
 
 def deploy_templates_available() -> bool:
-    """Whether Wharf's renderer (app.deploy) and local CA maker (app.stack) are there."""
-    return all(importlib.util.find_spec(m) is not None for m in ("app.deploy", "app.stack"))
+    """Whether Wharf's renderer (app.serving.render) and local CA maker (app.serving.local_ca) are there."""
+    return all(importlib.util.find_spec(m) is not None for m in ("app.serving.render", "app.serving.local_ca"))
 
 
 def start_cache(work: Path, wharf: Server, data: dataset.Dataset, static: Path, probe: str) -> tuple[Server, Server]:

@@ -290,9 +290,9 @@ class DeployedNginx(Nginx):
     the cache, access log), in front of an already running Wharf."""
 
     def __init__(self, workdir: Path, upstream_port: int, name: str = "wharf_nginx"):
-        from app import deploy
+        from app.serving import render as deploy
         from app.settings import Settings
-        from app.stack import make_local_ca
+        from app.serving.local_ca import make_local_ca
 
         self.name = name
         Server.__init__(self, workdir)
@@ -302,7 +302,7 @@ class DeployedNginx(Nginx):
         ca, cert, key = make_local_ca(root / "tls", "localhost")
         self.settings = dataclasses.replace(
             Settings(), listen=("127.0.0.1",), https_port=self.port, http_port=free_port(),
-            upstreams=(f"127.0.0.1:{upstream_port}",), tls_cert=cert, tls_key=key, ocsp_stapling=False,
+            app_servers=(f"127.0.0.1:{upstream_port}",), tls_cert=cert, tls_key=key, ocsp_stapling=False,
             cache_path=root / "cache", log_dir=root / "logs", run_dir=root / "run", config_dir=root / "conf",
             run_user="root" if os.geteuid() == 0 else "", supervise_nginx=True,
             nginx_path=shutil.which("nginx") or "/usr/sbin/nginx").validated()

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from app import create_app
 from app.settings import Settings
-from app.web import SearchIndex
+from app.web.search import SearchIndex
 from tests.support import WharfProcess, call_wsgi
 
 from . import dataset

@@ -6,20 +6,21 @@ certificate is not verified: this checks that the index works, not who may trust
 """
 
 import http.client
-import os
 import ssl
 import sys
 
+from app.settings import Settings
+
 
 def main() -> int:
-    port = int(os.environ.get("WHARF_HTTPS_PORT", "8443"))
-    path = os.environ.get("WHARF_HEALTH_ENDPOINT", "/health")
+    settings = Settings.from_env()  # the container's WHARF_* variables, read as the app reads them
+    port, path = settings.https_port, settings.health_endpoint
     context = ssl.create_default_context()
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE
     connection = http.client.HTTPSConnection("127.0.0.1", port, timeout=4, context=context)
     try:
-        connection.request("GET", path, headers={"Host": os.environ.get("WHARF_SERVER_NAME", "localhost")})
+        connection.request("GET", path, headers={"Host": settings.server_name})
         response = connection.getresponse()
         body = response.read(2000).decode("utf-8", "replace")
     except OSError as exc:

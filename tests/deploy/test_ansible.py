@@ -275,7 +275,7 @@ def run_role_locally(work: Path, tasks_from: str, extra: dict, facts: bool = Fal
 
 def test_role_writes_what_wharf_render_writes(tmp_path: Path) -> None:
     """The role's configs are byte for byte what `wharf render` makes of the app's settings."""
-    from app import deploy
+    from app.serving import render as deploy
     from app.settings import Settings
 
     config_dir = tmp_path / "etc"
@@ -283,7 +283,7 @@ def test_role_writes_what_wharf_render_writes(tmp_path: Path) -> None:
         "wharf_config_dir": str(config_dir),
         "wharf_group": grp.getgrgid(os.getgid()).gr_name,
         "wharf_server_name": "pypi.example.com",
-        "wharf_upstreams": ["10.0.0.11:8080", "10.0.0.12:8080"],
+        "wharf_app_servers": ["10.0.0.11:8080", "10.0.0.12:8080"],
         "wharf_authenticate": ["update", "download", "list"],
         "wharf_max_upload_size": 123456789,
         "wharf_scan_interval": 2,
@@ -296,7 +296,7 @@ def test_role_writes_what_wharf_render_writes(tmp_path: Path) -> None:
     # The settings the app will run with are those of the env file the role wrote.
     environ = dict(line.split("=", 1) for line in (config_dir / "wharf.env").read_text().splitlines()
                    if line and not line.startswith("#"))
-    assert environ["WHARF_UPSTREAMS"] == "10.0.0.11:8080,10.0.0.12:8080"
+    assert environ["WHARF_APP_SERVERS"] == "10.0.0.11:8080,10.0.0.12:8080"
     assert environ["WHARF_AUTHENTICATE"] == "update,download,list"
     assert environ["WHARF_SCAN_INTERVAL"] == "2.0"  # read as the app reads it: a float
     assert environ["WHARF_RUN_USER"] == "wharf"

@@ -1,20 +1,23 @@
-"""Rendering the deploy configs (app/deploy.py, deploy/): golden examples, nginx -t, policy, round trips."""
+"""Rendering the deploy configs (app/serving/render.py, deploy/): golden examples, nginx -t, policy, round trips."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import re
 import shutil
 import signal
 import subprocess
 import sys
 from pathlib import Path
+from unittest import mock
 
+import gunicorn.config
 import pytest
 
-from app import deploy
-from app.server import gunicorn_options
+from app.serving import appserver
+from app.serving import render as deploy
 from app.settings import Settings
 from tests.support import ROOT
 
@@ -49,7 +52,7 @@ def test_committed_examples_are_what_the_templates_render(name: str):
     on_disk = {p.relative_to(directory).as_posix(): p.read_text(encoding="utf-8")
                for p in directory.rglob("*") if p.is_file()}
     stale = sorted(k for k in rendered if on_disk.get(k) != rendered[k]) + sorted(set(on_disk) - set(rendered))
-    assert not stale, f"deploy/examples/{name} is out of date ({', '.join(stale)}): run `python -m app.deploy`"
+    assert not stale, f"deploy/examples/{name} is out of date ({', '.join(stale)}): run `python -m app.serving.render`"
 
 
 def test_every_template_is_rendered_by_some_target():
@@ -91,7 +94,7 @@ VARIANTS = {
     "defaults": {},
     "everything-protected": {"authenticate": ("update", "download", "list"), "password_file": "/x/htpasswd"},
     "download-protected": {"authenticate": ("update", "download"), "password_file": "/x/htpasswd"},
-    "ipv6-and-upstreams": {"listen": ("127.0.0.1", "::1"), "upstreams": ("127.0.0.1:9001", "[::1]:9002", "unix:/tmp/w.sock")},
+    "ipv6-and-app-servers": {"listen": ("127.0.0.1", "::1"), "app_servers": ("127.0.0.1:9001", "[::1]:9002", "unix:/tmp/w.sock")},
     "any-address-standard-ports": {"listen": ("*",), "http_port": 80, "https_port": 443},
     "stapling-with-chain": {"tls_chain": "CA", "resolver": "127.0.0.53 [::1]", "ocsp_stapling": True},
     "no-stapling-tiny-limits": {"ocsp_stapling": False, "max_upload_size": 1024, "timeout": 5,
@@ -159,12 +162,29 @@ def rendered_gunicorn(tmp_path: Path, settings: Settings) -> dict:
     {},
     {"host": "::1", "port": 9000, "workers": 3, "timeout": 42, "log_level": "debug", "log_file": "/x/w.log"},
 ])
-def test_gunicorn_config_matches_the_servers_options(tmp_path: Path, test_ca: LocalCA, overrides):
+def test_wharf_serve_runs_gunicorn_with_the_rendered_config(tmp_path: Path, test_ca: LocalCA, overrides):
+    # The template owns gunicorn's options: `wharf serve` loads the same rendered file.
     settings = local_settings(tmp_path, test_ca, **overrides)
     config = rendered_gunicorn(tmp_path, settings)
-    for key, value in gunicorn_options(settings).items():
-        expected = list(value) if isinstance(value, tuple) else value
-        assert config[key] == expected, key
+    with mock.patch.dict(os.environ):  # the config file drops inherited WHARF_* variables
+        served = appserver.WharfServer(settings, appserver.write_gunicorn_config(settings, tmp_path / "serve")).cfg
+    bind = f"[{settings.host}]" if ":" in settings.host else settings.host
+    assert config["bind"] == [f"{bind}:{settings.port}"]
+    assert config["timeout"] == settings.timeout and config["loglevel"] == settings.log_level
+    assert config["accesslog"] == config["errorlog"] == (settings.log_file or "-")
+    for key, value in config.items():
+        if key in served.settings and key != "raw_env":
+            expected = gunicorn.config.Config()
+            expected.set(key, value)  # gunicorn's own reading of the rendered value
+            assert served.settings[key].get() == expected.settings[key].get(), key
+
+
+@pytest.mark.parametrize(("workers", "expected_max"), [(0, 8), (3, 3)])
+def test_worker_count(tmp_path: Path, test_ca: LocalCA, workers, expected_max):
+    count = rendered_gunicorn(tmp_path, local_settings(tmp_path, test_ca, workers=workers))["workers"]
+    assert 1 <= count <= expected_max
+    if workers:
+        assert count == workers
 
 
 def test_env_file_gives_the_app_the_same_settings(tmp_path: Path, test_ca: LocalCA):

@@ -307,7 +307,7 @@ def test_serve_help_explains_every_option():
 
 
 def test_pypi_server_help_runs():
-    proc = subprocess.run([sys.executable, "-c", "import sys; from app.pypiserver_cli import main; sys.exit(main())",
+    proc = subprocess.run([sys.executable, "-c", "import sys; from app.serving.pypiserver_cli import main; sys.exit(main())",
                            "--help"], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     for option in ("-p", "-P", "-a", "--fallback-url", "--disable-fallback", "--hash-algo", "--health-endpoint",

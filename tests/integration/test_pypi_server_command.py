@@ -16,7 +16,7 @@ from tests.support import ROOT, free_port, http, make_wheel, stop_process, wait_
 def start(argv: list[str], log: Path) -> tuple[subprocess.Popen, str]:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("WHARF_")}
-    code = "import sys; from app.pypiserver_cli import main; sys.exit(main())"
+    code = "import sys; from app.serving.pypiserver_cli import main; sys.exit(main())"
     with open(log, "wb") as out:
         proc = subprocess.Popen([sys.executable, "-c", code, "-p", str(port), "-i", "127.0.0.1", *argv],
                                 cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
@@ -52,7 +52,7 @@ def test_open_index_with_run_subcommand(tmp_path: Path):
     make_wheel(packages, "demo", "2.0")
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("WHARF_")}
-    code = "import sys; from app.pypiserver_cli import main; sys.exit(main())"
+    code = "import sys; from app.serving.pypiserver_cli import main; sys.exit(main())"
     with open(tmp_path / "server.log", "wb") as out:
         proc = subprocess.Popen([sys.executable, "-c", code, "run", "-p", str(port), "-i", "127.0.0.1",
                                  "-a", ".", "-P", ".", "--hash-algo", "md5", str(packages)],

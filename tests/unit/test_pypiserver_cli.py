@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from app.pypiserver_cli import build_parser, main, settings_from_args
+from app.serving.pypiserver_cli import build_parser, main, settings_from_args
 
 
 def settings(*argv: str):

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from app.auth import Access
 from app.settings import HASH_ALGOS, Settings, env_name
 
 
@@ -70,8 +71,11 @@ def test_overrides_win_over_environment_and_none_means_unset():
 def test_protecting_reads_with_a_password_file():
     settings = Settings.from_env({"WHARF_AUTHENTICATE": "update,download list", "WHARF_PASSWORD_FILE": "/etc/htpasswd"})
     assert settings.authenticate == ("update", "download", "list")
-    assert all(settings.protects(a) for a in ("update", "download", "list"))
-    assert not Settings(authenticate=()).protects("update")
+    assert all(Access(settings).protects(a) for a in ("update", "download", "list"))
+    # Access alone decides what needs a user: uploads do even when authenticate names nothing.
+    assert Settings(authenticate=()).authenticate == ()
+    assert Access(Settings(authenticate=())).protects("update")
+    assert not Access(Settings(authenticate=())).protects("download")
 
 
 @pytest.mark.parametrize(
@@ -116,7 +120,7 @@ def test_settings_are_frozen():
             trusted_proxies=("10.1.2.3", "192.168.0.0/16"), server_base_url="https://pypi.example.com/prefix",
             welcome_file=Path("/etc/wharf/welcome.html"), password_file="/etc/wharf/htpasswd",
             authenticate=("update", "download", "list"), overwrite=True, port=9999, workers=4,
-            host="::1", listen=("127.0.0.1", "::1"), upstreams=("10.0.0.1:8080", "10.0.0.2:8080"),
+            host="::1", listen=("127.0.0.1", "::1"), app_servers=("10.0.0.1:8080", "10.0.0.2:8080"),
             log_file="/var/log/wharf/app.log",
         ),
         Settings(authenticate=(), trusted_proxies=(), listen=(), hash_algo="off"),
@@ -133,16 +137,8 @@ def test_as_dict_is_plain_data_for_templates():
     data = Settings(packages=(Path("/srv/p"),), host="::1", port=8081).as_dict()
     assert data["packages"] == ["/srv/p"]
     assert data["state_path"] == "/srv/p/.wharf"
-    assert data["upstream_servers"] == ["[::1]:8081"]
+    assert data["app_server_addresses"] == ["[::1]:8081"]
     assert data["tls_cert"] == "/etc/wharf/tls/server.crt"
-
-
-@pytest.mark.parametrize(("workers", "expected_max"), [(0, 8), (3, 3)])
-def test_worker_count(workers, expected_max):
-    count = Settings(workers=workers).worker_count()
-    assert 1 <= count <= expected_max
-    if workers:
-        assert count == workers
 
 
 def test_every_hash_algorithm_is_known_to_hashlib():

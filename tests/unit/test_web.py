@@ -18,7 +18,10 @@ from app import create_app
 from app.catalog import Catalog, View
 from app.settings import Settings
 from app.storage import LocalStorage
-from app.web import PER_PAGE, SearchIndex, human_size, render_description
+from app.web.details import human_size
+from app.web.readme import render_description
+from app.web.routes import PER_PAGE
+from app.web.search import SearchIndex
 from tests.support import call_wsgi, make_sdist, make_wheel
 
 BASIC = "Basic " + base64.b64encode(b"alice:secret").decode()
@@ -490,7 +493,7 @@ def contrast(a: str, b: str) -> float:
 
 
 def _schemes() -> dict[str, dict[str, str]]:
-    css = (Path(__file__).resolve().parents[2] / "app" / "static" / "wharf.css").read_text()
+    css = (Path(__file__).resolve().parents[2] / "app" / "web" / "static" / "wharf.css").read_text()
     blocks = re.findall(r":root\s*\{([^}]*)\}", css)
     assert len(blocks) == 2, "expected a light and a dark :root block"
     return {name: dict(re.findall(r"--([\w-]+):\s*(#[0-9a-fA-F]{6})", block))
@@ -508,7 +511,7 @@ def test_text_colours_meet_wcag_aa(scheme: str, fg: str, bg: str):
 
 
 def test_button_and_search_colours_meet_wcag_aa():
-    css = (Path(__file__).resolve().parents[2] / "app" / "static" / "wharf.css").read_text()
+    css = (Path(__file__).resolve().parents[2] / "app" / "web" / "static" / "wharf.css").read_text()
     for literal in ("#2f74c0", "#0f2d4a", "#e8eef5", "#5f6b77", "#1b1f24"):
         assert literal in css  # the colours checked below are the ones the stylesheet uses
     assert contrast("#ffffff", _schemes()["light"]["accent"]) >= 4.5  # buttons, light

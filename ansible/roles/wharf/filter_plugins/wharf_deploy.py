@@ -4,8 +4,8 @@ The role renders the same templates as ``wharf render`` (deploy/ in the Wharf so
 so it must hand them the same values. Rather than restate Wharf's rules in Jinja, these
 filters run Wharf's own code on the controller: ``app/settings.py`` turns each
 ``wharf_<field>`` into the typed field exactly as it reads ``WHARF_<FIELD>`` (and validates
-the result with the app's own messages), and ``app/deploy.py: context()`` builds the
-template values (every field, ``state_path``, ``upstream_servers``, ``env``,
+the result with the app's own messages), and ``app/serving/render.py: context()`` builds the
+template values (every field, ``state_path``, ``app_server_addresses``, ``env``,
 ``tls_policy``...). Both modules are loaded from the source tree without importing the
 rest of the app, so the controller needs nothing beyond Ansible (jinja2 comes with it).
 """
@@ -29,22 +29,23 @@ _loaded: dict[tuple[str, int, int], types.ModuleType] = {}
 
 
 def _deploy_module(source: str) -> types.ModuleType:
-    """The source tree's app.deploy, imported under a private package name (cached)."""
+    """The source tree's app.serving.render, imported under a private package name (cached)."""
     app_dir = Path(source).resolve() / "app"
     try:
-        stamps = tuple((app_dir / name).stat().st_mtime_ns for name in ("settings.py", "deploy.py"))
+        stamps = tuple((app_dir / name).stat().st_mtime_ns for name in ("settings.py", "atomic.py", "serving/render.py"))
     except OSError as exc:
         raise AnsibleFilterError(f"wharf_source_dir {source!r} is not a Wharf source tree: {exc}") from exc
     key = (str(app_dir), *stamps)
     with _lock:
         if key not in _loaded:
             # A package object that has app/ on its path but never runs app/__init__.py
-            # (which imports the web framework): relative imports inside deploy.py resolve.
+            # (which imports the web framework): relative imports inside render.py resolve
+            # (app/serving/__init__.py imports nothing).
             name = f"_wharf_source_{len(_loaded)}"
             package = types.ModuleType(name)
             package.__path__ = [str(app_dir)]
             sys.modules[name] = package
-            _loaded[key] = importlib.import_module(f"{name}.deploy")
+            _loaded[key] = importlib.import_module(f"{name}.serving.render")
         return _loaded[key]
 
 

@@ -1,7 +1,8 @@
 """gunicorn's configuration for Wharf: ``gunicorn -c THIS_FILE app.wsgi:application``.
 
 Rendered by Wharf from deploy/gunicorn/gunicorn.conf.py.j2 (edit that, not this file),
-from the same settings as the nginx and supervisord configs beside it.
+from the same settings as the nginx and supervisord configs beside it. That template is
+the one place gunicorn's options are set: `wharf serve` renders and loads it too.
 """
 
 import os

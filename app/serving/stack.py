@@ -10,28 +10,21 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
-import ipaddress
 import os
-import re
 import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 from collections.abc import Collection
 from pathlib import Path
 
-from . import deploy
-from .settings import Settings
+from ..settings import Settings
+from . import render
+from .local_ca import SetupError, make_local_ca
 
 # Unprivileged ports; any of them can be set (--https-port ...).
 HTTPS_PORT = 8443
 HTTP_PORT = 8880
-_HOSTNAME = re.compile(r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
-
-
-class StackError(Exception):
-    """Something the user can fix (a port in use, nginx missing, a bad certificate path)."""
 
 
 def stack_settings(settings: Settings, root: Path, explicit: Collection[str] = ()) -> Settings:
@@ -75,60 +68,6 @@ def _absolute(settings: Settings) -> Settings:
     return dataclasses.replace(settings, **changes)
 
 
-def _run(cmd: list[str], cwd: Path) -> None:
-    result = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
-    if result.returncode != 0:
-        raise StackError(f"{' '.join(cmd[:3])} failed: {result.stderr.strip()}")
-
-
-def subject_alt_names(server_name: str) -> list[str]:
-    names = ["DNS:localhost", "IP:127.0.0.1", "IP:::1"]
-    try:
-        address = ipaddress.ip_address(server_name)
-        names.append(f"IP:{address}")
-    except ValueError:
-        if _HOSTNAME.match(server_name) and server_name != "localhost":
-            names.insert(0, f"DNS:{server_name}")
-    return list(dict.fromkeys(names))
-
-
-def make_local_ca(directory: Path, server_name: str) -> tuple[Path, Path, Path]:
-    """A new CA and a server certificate it signs (``openssl`` CLI); (ca.crt, server.crt, server.key).
-
-    EC P-256 keys and a 365-day leaf with CA:FALSE and serverAuth, which Mozilla's
-    intermediate profile and strict clients (uv's rustls) accept.
-    """
-    openssl = shutil.which("openssl")
-    if openssl is None:
-        raise StackError("openssl is needed to make a local certificate authority (apt-get install openssl)")
-    directory.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=directory, prefix=".new-") as tmp:
-        work = Path(tmp)
-        (work / "ca.cnf").write_text(
-            "[req]\ndistinguished_name = dn\nx509_extensions = ca\nprompt = no\n"
-            "[dn]\nO = Wharf\nCN = Wharf local CA\n"
-            "[ca]\nbasicConstraints = critical, CA:TRUE\nkeyUsage = critical, keyCertSign, cRLSign\n"
-            "subjectKeyIdentifier = hash\n")
-        (work / "server.ext").write_text(
-            "basicConstraints = critical, CA:FALSE\nkeyUsage = critical, digitalSignature\n"
-            "extendedKeyUsage = serverAuth\nsubjectKeyIdentifier = hash\n"
-            "authorityKeyIdentifier = keyid, issuer\n"
-            f"subjectAltName = {', '.join(subject_alt_names(server_name))}\n")
-        ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-sha256"]
-        _run([openssl, "req", "-x509", "-new", *ec, "-days", "3650", "-config", "ca.cnf",
-              "-keyout", "ca.key", "-out", "ca.crt"], work)
-        _run([openssl, "req", "-new", *ec, "-subj", f"/O=Wharf/CN={server_name[:64]}",
-              "-keyout", "server.key", "-out", "server.csr"], work)
-        _run([openssl, "x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
-              "-CAcreateserial", "-sha256", "-days", "365", "-extfile", "server.ext", "-out", "server.crt"], work)
-        for name in ("ca.key", "server.key"):
-            os.chmod(work / name, 0o600)
-        # The certificate last: its presence marks a complete set.
-        for name in ("ca.key", "ca.crt", "server.key", "server.crt"):
-            os.replace(work / name, directory / name)
-    return directory / "ca.crt", directory / "server.crt", directory / "server.key"
-
-
 def ensure_certificate(settings: Settings, root: Path) -> Path | None:
     """The CA file clients should trust, making a local CA when no certificate exists yet."""
     tls = root.resolve() / "tls"
@@ -136,7 +75,7 @@ def ensure_certificate(settings: Settings, root: Path) -> Path | None:
     if settings.tls_cert.is_file() and settings.tls_key.is_file():
         return tls / "ca.crt" if default_pair and (tls / "ca.crt").is_file() else None
     if not default_pair:
-        raise StackError(f"certificate {settings.tls_cert} or key {settings.tls_key} does not exist")
+        raise SetupError(f"certificate {settings.tls_cert} or key {settings.tls_key} does not exist")
     ca, _, _ = make_local_ca(tls, settings.server_name)
     return ca
 
@@ -144,7 +83,7 @@ def ensure_certificate(settings: Settings, root: Path) -> Path | None:
 def check_ports(settings: Settings) -> None:
     """Fail early, and clearly, if a port the stack needs is taken."""
     wanted = [(a, settings.https_port) for a in settings.listen] + [(a, settings.http_port) for a in settings.listen]
-    if not settings.upstreams:
+    if not settings.app_servers:
         wanted.append((settings.host, settings.port))
     for address, port in wanted:
         host = "0.0.0.0" if address == "*" else address.strip("[]")
@@ -154,13 +93,13 @@ def check_ports(settings: Settings) -> None:
             try:
                 s.bind((host, port))
             except OSError as exc:
-                raise StackError(f"cannot use {host} port {port}: {exc.strerror}") from None
+                raise SetupError(f"cannot use {host} port {port}: {exc.strerror}") from None
 
 
 def prepare(settings: Settings) -> Path:
     """Directories and rendered configs; the path of supervisord's config."""
     if shutil.which(settings.nginx_path) is None:
-        raise StackError(f"nginx not found at {settings.nginx_path} (apt-get install nginx, or --nginx-path)")
+        raise SetupError(f"nginx not found at {settings.nginx_path} (apt-get install nginx, or --nginx-path)")
     # The logs name every project and user that was asked for, and the cache holds the pages
     # themselves: on a private index neither is for the machine's other users.
     private = (settings.log_dir, settings.cache_path)
@@ -169,29 +108,41 @@ def prepare(settings: Settings) -> Path:
             directory.mkdir(parents=True)
             if directory in private:
                 directory.chmod(0o750)
-    deploy.write(settings, settings.config_dir)
+    render.write(settings, settings.config_dir)
     nginx_conf = settings.config_dir / "nginx" / "nginx.conf"
-    check = subprocess.run([settings.nginx_path, "-t", "-q", "-c", str(nginx_conf),
-                            "-e", str(settings.log_dir / "nginx-error.log")], capture_output=True, text=True)
+    error_log = "stderr" if settings.log_stdout else str(settings.log_dir / "nginx-error.log")
+    check = subprocess.run([settings.nginx_path, "-t", "-q", "-c", str(nginx_conf), "-e", error_log],
+                           capture_output=True, text=True)
     if check.returncode != 0:
-        raise StackError(f"nginx rejects {nginx_conf}:\n{check.stderr.strip()}")
+        raise SetupError(f"nginx rejects {nginx_conf}:\n{check.stderr.strip()}")
     return settings.config_dir / "supervisor" / "supervisord.conf"
 
 
-def describe(settings: Settings, ca: Path | None, supervisord_conf: Path) -> str:
+def public_url(settings: Settings) -> str:
+    """The index's HTTPS address as clients reach it (no trailing slash)."""
     host = settings.server_name if settings.server_name not in ("", "_") else "localhost"
-    base = f"https://{host}" + (f":{settings.https_port}" if settings.https_port != 443 else "")
-    cert = f" --cert {ca}" if ca else ""
+    port = settings.public_https_port or settings.https_port
+    return f"https://{host}" + (f":{port}" if port != 443 else "")
+
+
+def trust_commands(base: str, ca: Path | str) -> list[str]:
+    """How pip, uv and twine use the index through a CA file they must trust."""
+    return [f"pip install --cert {ca} --index-url {base}/simple/ PACKAGE",
+            f"SSL_CERT_FILE={ca} uv pip install --index-url {base}/simple/ PACKAGE",
+            f"twine upload --cert {ca} --repository-url {base}/ dist/*"]
+
+
+def describe(settings: Settings, ca: Path | None, supervisord_conf: Path) -> str:
+    """What the stack serves, where its files are, and how clients use it."""
+    host = settings.server_name if settings.server_name not in ("", "_") else "localhost"
+    base = public_url(settings)
     lines = [
         f"Wharf stack: {base}/simple/  (http://{host}:{settings.http_port}/ redirects there)",
         f"  packages:  {', '.join(str(p) for p in settings.packages)}",
         f"  configs:   {settings.config_dir}   logs: {settings.log_dir}",
     ]
     if ca:
-        lines += [f"  local CA:  {ca}",
-                  f"  pip install{cert} --index-url {base}/simple/ PACKAGE",
-                  f"  SSL_CERT_FILE={ca} uv pip install --index-url {base}/simple/ PACKAGE",
-                  f"  twine upload{cert} --repository-url {base}/ dist/*"]
+        lines += [f"  local CA:  {ca}"] + [f"  {line}" for line in trust_commands(base, ca)]
     lines += [f"  status:    {sys.executable} -m supervisor.supervisorctl -c {supervisord_conf} status",
               "Ctrl-C stops the stack."]
     return "\n".join(lines)
@@ -200,7 +151,7 @@ def describe(settings: Settings, ca: Path | None, supervisord_conf: Path) -> str
 def run(settings: Settings, root: Path) -> None:
     """Prepare the stack under ``root`` and become supervisord (does not return)."""
     if importlib.util.find_spec("supervisor") is None:
-        raise StackError("wharf stack needs supervisor: pip install 'wharf[stack]'")
+        raise SetupError("wharf stack needs supervisor: pip install 'wharf[stack]'")
     ca = ensure_certificate(settings, root)
     check_ports(settings)
     conf = prepare(settings)

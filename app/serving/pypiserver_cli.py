@@ -11,7 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .settings import Settings
+from ..settings import Settings
 
 # pypiserver options that only change its own log formats: accepted, reported, ignored.
 _IGNORED = ("log_stream", "log_frmt", "log_req_frmt", "log_res_frmt", "log_err_frmt")
@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         settings = settings_from_args(args)
     except ValueError as exc:
         parser.error(str(exc))
-    from .server import serve
+    from .appserver import serve
 
     serve(settings)
     return 0

@@ -1,11 +1,11 @@
 """Deploy configs (nginx, supervisord, gunicorn) rendered from Settings with deploy/'s templates.
 
-One set of jinja2 templates, three renderers: ``wharf render`` (this module), the Ansible
-role's ``template`` module and the container entrypoint. So that all three write the same
-bytes, the templates
+One set of jinja2 templates, two renderers: this module (``wharf render``, and ``wharf
+stack``, ``wharf serve`` and the container's ``wharf container`` through it) and the Ansible
+role's ``template`` module. So that both write the same bytes, the templates
   - get plain values only: ``context(settings)`` is every Settings field by name
     (``Settings.as_dict()``: strings, numbers, booleans, lists, None), plus
-    ``state_path``, ``upstream_servers``, ``env`` (the WHARF_* variables whose values
+    ``state_path``, ``app_server_addresses``, ``env`` (the WHARF_* variables whose values
     differ from the defaults) and ``tls_policy`` (deploy/nginx/tls-policy.json);
   - use plain Jinja only (no Ansible filters or variables, no timestamps);
   - are rendered by an environment configured as Ansible's template module is:
@@ -19,7 +19,6 @@ default of ``wharf render``), or copy them there.
 from __future__ import annotations
 
 import json
-import os
 import site
 import sys
 import sysconfig
@@ -29,7 +28,8 @@ from typing import Any
 
 import jinja2
 
-from .settings import Settings
+from ..atomic import write_file
+from ..settings import Settings
 
 # Each target is a list of templates under deploy/; "all" is every target.
 TARGETS: dict[str, tuple[str, ...]] = {
@@ -93,7 +93,7 @@ def template_dir() -> Path:
     pyproject.toml installs the templates as data files in <prefix>/share/wharf/deploy/
     (the package itself holds only app/).
     """
-    candidates = [Path(__file__).resolve().parent.parent / "deploy"]
+    candidates = [Path(__file__).resolve().parents[2] / "deploy"]
     for prefix in (sysconfig.get_path("data"), sys.prefix, site.USER_BASE):
         if prefix:
             candidates.append(Path(prefix) / "share" / "wharf" / "deploy")
@@ -166,11 +166,7 @@ def write(settings: Settings, out: Path, targets: Iterable[str] = ("all",)) -> l
         data = text.encode("utf-8")
         if path.is_file() and path.read_bytes() == data:
             continue
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_name(f".{path.name}.tmp")
-        temporary.write_bytes(data)
-        os.chmod(temporary, _MODES.get(relpath, 0o644))
-        os.replace(temporary, path)
+        write_file(path, data, mode=_MODES.get(relpath, 0o644))
         written.append(path)
     return written
 
@@ -182,7 +178,7 @@ def example_settings(name: str) -> Settings:
 
 
 def write_examples(root: Path | None = None) -> list[Path]:
-    """Re-render the committed examples under deploy/examples/ (``python -m app.deploy``)."""
+    """Re-render the committed examples under deploy/examples/ (``python -m app.serving.render``)."""
     root = root or (template_dir() / "examples")
     written = []
     for name in EXAMPLES:

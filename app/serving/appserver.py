@@ -1,0 +1,83 @@
+"""``wharf serve``: the app under gunicorn, configured by the same rendered gunicorn.conf.py as a deployment.
+
+gunicorn's options have one owner, deploy/gunicorn/gunicorn.conf.py.j2: ``serve`` renders
+it (and the env file it reads) into a private directory and loads it, exactly as
+supervisord's ``gunicorn --config`` does on a server.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import sys
+import tempfile
+from pathlib import Path
+
+from gunicorn.app.base import Application
+
+from ..catalog import Catalog
+from ..settings import Settings, bracket_host
+from . import render
+
+log = logging.getLogger("wharf")
+
+GUNICORN_CONFIG = "gunicorn/gunicorn.conf.py"
+
+
+def configure_logging(settings: Settings) -> None:
+    """The app's own log ("wharf.*"): to ``log_file``, else standard error."""
+    handler: logging.Handler = (logging.FileHandler(settings.log_file) if settings.log_file
+                                else logging.StreamHandler(sys.stderr))
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger("wharf")
+    root.handlers[:] = [handler]
+    root.setLevel(settings.log_level.upper())
+
+
+def write_gunicorn_config(settings: Settings, directory: Path) -> Path:
+    """Render gunicorn.conf.py and the env file it reads into ``directory``; the config's path."""
+    render.write(dataclasses.replace(settings, config_dir=directory), directory, ["gunicorn"])
+    return directory / GUNICORN_CONFIG
+
+
+class WharfServer(Application):
+    """gunicorn with a rendered config file, serving ``create_app(settings)``."""
+
+    def __init__(self, settings: Settings, config_file: Path):
+        self.settings = settings
+        self.config_file = config_file
+        super().__init__()
+
+    def init(self, parser, opts, args) -> None:  # gunicorn's command line is not ours
+        return None
+
+    def load_config(self) -> None:
+        self.load_config_from_file(str(self.config_file))
+
+    def load(self):
+        from .. import create_app
+
+        configure_logging(self.settings)
+        return create_app(self.settings)
+
+
+def index_now(settings: Settings) -> tuple[int, int]:
+    """Bring the catalog up to date in this process; (projects, files)."""
+    catalog = Catalog(settings)
+    try:
+        return catalog.refresh()
+    finally:
+        catalog.close()
+
+
+def serve(settings: Settings) -> None:
+    """Index the packages, then run gunicorn in the foreground until it is stopped."""
+    configure_logging(settings)
+    for root in settings.packages:
+        root.mkdir(parents=True, exist_ok=True)
+    projects, files = index_now(settings)
+    log.info("serving %d projects (%d files) from %s on http://%s:%d/",
+             projects, files, ", ".join(str(p) for p in settings.packages),
+             bracket_host(settings.host), settings.port)
+    with tempfile.TemporaryDirectory(prefix="wharf-serve-") as directory:
+        WharfServer(settings, write_gunicorn_config(settings, Path(directory))).run()
