@@ -67,8 +67,9 @@ _EMPTY_ANCHOR = re.compile(r'<a (?:title="[^"<>]*" )?href="#user-content-[^"<>]*
 _WELCOME_FIELDS = re.compile(r"\{\{\s*(URL|VERSION|NUMPKGS|PACKAGES|SIMPLE)\s*\}\}")
 _KINDS = {"bdist_wheel": "wheel", "sdist": "source", "bdist_egg": "egg",
           "bdist_wininst": "Windows installer", "bdist_msi": "MSI installer"}
-# Pages load only what Wharf serves; README images may come from elsewhere (badges).
-CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' http: https: data:; "
+# Pages load only what Wharf serves (and data: images): a README's image from elsewhere
+# would tell a third party who reads which private project, and when (issue 14.11).
+CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
        "form-action 'self'; base-uri 'none'; frame-ancestors 'none'")
 
 
@@ -479,8 +480,6 @@ def register(app: Bottle, settings: Settings, catalog: Catalog, access: Access,
             "X-Content-Type-Options": "nosniff",
             "Referrer-Policy": "same-origin",
         }
-        if private:
-            headers["Vary"] = "Authorization"
         if status == 200 and not_modified(headers["ETag"]):
             raise HTTPResponse(status=304, headers=headers)
         response.status = status

@@ -89,19 +89,19 @@ def test_bcrypt_passwords_longer_than_72_bytes(tmp_path: Path):
     assert not access.verify("carol", long[:71])
 
 
-def test_wrong_user_costs_a_hash_check_and_success_is_cached(tmp_path: Path):
+def test_wrong_user_costs_a_hash_check_and_every_answer_is_remembered(tmp_path: Path):
     access = make_access(tmp_path, [f"carol:{bcrypt.using(rounds=4).hash('pw')}", f"erin:{bcrypt.using(rounds=4).hash('pw2')}"])
     counter = access.context = CountingContext(access.context)
     assert not access.verify("nobody", "pw")
     assert counter.checks == 1  # the decoy check: an unknown name costs what a known one does
     assert not access.verify("carol", "wrong")
     assert counter.checks == 2
-    assert not access.verify("carol", "wrong")
-    assert counter.checks == 3  # failures are never cached
+    assert not access.verify("carol", "wrong") and not access.verify("nobody", "pw")
+    assert counter.checks == 2  # a known-bad pair is refused without another check (issue 14.6)
     assert access.verify("carol", "pw") and access.verify("carol", "pw") and access.verify("carol", "pw")
-    assert counter.checks == 4  # pip's next requests don't pay for bcrypt again
+    assert counter.checks == 3  # pip's next requests don't pay for bcrypt again
     assert not access.verify("erin", "pw")  # the cache is per user and password
-    assert counter.checks == 5
+    assert counter.checks == 4
 
 
 def test_unknown_user_on_an_empty_file(tmp_path: Path):
