@@ -252,6 +252,29 @@ def credential_forms(user: str, password: str) -> dict[str, bytes]:
     return forms
 
 
+def nginx_variants(cache_file: bytes, headers: list[dict[str, str]]) -> dict[str, bytes]:
+    """The variant digests nginx would write for these requests if a response varied on Authorization.
+
+    nginx names a response's variant by md5(md5(key) + "name:value\r\n" for each Vary field),
+    the value being the request's header (ngx_http_file_cache_vary); that digest is kept in
+    the cache file, so with "Vary: Authorization" a password can be tested against it.
+    """
+    found = {}
+    start = cache_file.find(b"\nKEY: ")
+    if start < 0:
+        return found
+    key = cache_file[start + 6:cache_file.index(b"\n", start + 6)]
+    main = hashlib.md5(key).digest()
+    for request_headers in headers:
+        lower = {k.lower(): v for k, v in request_headers.items()}
+        for vary in (["accept", "authorization"], ["authorization"], ["authorization", "accept"]):
+            digest = hashlib.md5(main)
+            for name in vary:
+                digest.update(f"{name}:{lower.get(name, '')}\r\n".encode())
+            found[f"variant {vary} {sorted(lower)}"] = digest.digest()
+    return found
+
+
 def test_no_credential_or_its_hash_in_cache_files_or_logs(stack, tmp_path: Path, figures):
     wrong = basic("alice", "wrong-Password-4711")
     json_accept = {"Accept": "application/vnd.pypi.simple.v1+json"}
@@ -273,6 +296,13 @@ def test_no_credential_or_its_hash_in_cache_files_or_logs(stack, tmp_path: Path,
     secrets = {**credential_forms("alice", PASSWORD), **{f"wrong {k}": v for k, v in
                                                         credential_forms("alice", "wrong-Password-4711").items()}}
     found = [f"{p.name}: {label}" for p in files for label, value in secrets.items() if value in p.read_bytes()]
+    sent = [{"Authorization": ALICE}, {"Authorization": ALICE, **json_accept}]
+    for path in (p for p in files if "cache" in p.parts):
+        data = path.read_bytes()
+        head = data[:data.find(b"\r\n\r\n")].lower()
+        if b"vary:" in head and b"authorization" in head.split(b"vary:", 1)[1].split(b"\r\n", 1)[0]:
+            found.append(f"{path.name}: a response stored varying on Authorization")
+        found += [f"{path.name}: {label}" for label, value in nginx_variants(data, sent).items() if value in data]
     assert not found, found
     figures.record("credentials_on_disk", {"files_searched": len(files), "forms_searched": len(secrets),
                                            "cache_hits": seen["HIT"], "found": 0})
