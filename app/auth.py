@@ -272,15 +272,19 @@ class Access:
     def authenticate(self, user: str, password: str) -> bool:
         """``verify`` for this request's client address, throttled (raises Throttled)."""
         users, stamp = self._load()
-        if users is not None and self._verified.holds(self._key(user, password, stamp)):
-            return True  # a user already logged in is let through even from a noisy address
+        key = self._key(user, password, stamp)
         address = request.environ.get("REMOTE_ADDR") or "?"
-        wait = self.throttle.wait(address)
-        if wait:
-            raise Throttled(wait)
-        if self.verify(user, password):
-            return True
-        self.throttle.fail(address)
+        if users is not None and self._verified.holds(key):
+            return True  # a user already logged in is let through even from a noisy address
+        if users is None or not self._refused.holds(key):
+            # Only a check that costs a hash counts: a client repeating one wrong password
+            # (a stale CI secret) costs nothing and locks nobody else behind its address out.
+            wait = self.throttle.wait(address)
+            if wait:
+                raise Throttled(wait)
+            if self.verify(user, password):
+                return True
+            self.throttle.fail(address)
         # A name that is no user may be a password typed into the wrong field: not logged.
         log.info("wrong credentials for %s from %s",
                  f"user {user[:100]!r}" if self._known(user) else "an unknown user", address)
