@@ -224,8 +224,9 @@ def test_password_guessing_is_throttled_per_address(stack, figures):
             assert call(stack, "GET", "/simple/alpha/", {"Authorization": ALICE}, source=other)[0] == 200
     assert set(statuses) <= {401, 429}, Counter(statuses)
     first = statuses.index(429)
-    assert first <= 2 * 10, statuses  # each of the 2 workers allows 10 failures a minute
-    assert all(s == 429 for s in statuses[-10:]), str(statuses)
+    # Each of the 2 workers counts its own: at most 2 x 10 guesses a minute are checked,
+    # wherever they fall among the 40 (a worker may get its tenth late), the rest are 429.
+    assert statuses.count(401) <= 2 * 10 and statuses.count(429) >= 20, str(statuses)
     assert retry_after and 1 <= int(retry_after) <= 60
     # The logged-in user is still let through from the noisy address; a new login there waits.
     assert call(stack, "GET", "/simple/", {"Authorization": ALICE}, source=noisy)[0] == 200
