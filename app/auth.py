@@ -11,23 +11,28 @@ take any unrecognised entry as a plaintext password). Checks are constant-time (
 and an unknown user costs a full hash check too, so response times don't tell which
 names exist. Successful checks are remembered for a minute, keyed by a keyed hash of the
 user, password and password-file version, so pip's dozens of requests per install don't
-each pay for bcrypt.
+each pay for bcrypt; failed ones for five minutes, so a repeated wrong password costs no
+check either, and an address that keeps failing is refused without a check for a while
+(app/throttle.py). The key of those hashes is random per process and never leaves memory.
+
+The permissions file fails closed: anything but the documented shape (one ``[projects]``
+section listing at least one user) refuses every update, says why in the log and in
+``/health``, and is read again when it changes.
 """
 
 from __future__ import annotations
 
 import base64
-import contextlib
 import binascii
+import contextlib
 import configparser
 import fnmatch
 import hashlib
 import logging
 import os
+import re
 import secrets
-import tempfile
 import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,7 +41,9 @@ from packaging.utils import canonicalize_name
 from passlib.apache import HtpasswdFile
 from passlib.context import CryptContext
 
+from .atomic import write_file
 from .settings import Settings
+from .throttle import FailureThrottle, Memory
 
 log = logging.getLogger("wharf.auth")
 
@@ -45,9 +52,13 @@ SCHEMES = ("bcrypt", "sha256_crypt", "sha512_crypt", "apr_md5_crypt", "md5_crypt
 # bcrypt only reads the first 72 bytes; Apache's htpasswd silently truncates, the bcrypt
 # library refuses longer input, so verification truncates as the hash was made.
 BCRYPT_MAX_BYTES = 72
-# How long a successful check is remembered, and how many are.
+# How long a successful check is remembered, and how many are; the same for failed ones.
 VERIFIED_TTL = 60.0
 VERIFIED_MAX = 4096
+REFUSED_TTL = 300.0
+REFUSED_MAX = 16384
+# A project pattern: a name's characters and fnmatch's wildcards.
+_PATTERN = re.compile(r"^[A-Za-z0-9._*?!\[\]-]+$")
 
 
 class Refusal(HTTPError):
@@ -76,6 +87,16 @@ class Forbidden(Refusal):
         super().__init__(403, message)
 
 
+class Throttled(Refusal):
+    """Too many failed logins from one address: 429, and when to come back."""
+
+    def __init__(self, wait: float):
+        seconds = max(int(wait + 0.999), 1)
+        super().__init__(429, f"too many failed logins from this address; try again in {seconds} s")
+        self.add_header("Retry-After", str(seconds))
+        self.add_header("Cache-Control", "no-store")
+
+
 @dataclass(frozen=True)
 class ProjectRules:
     """Which projects each user may update: ``[projects] alice = mylib, mylib-*``.
@@ -88,14 +109,24 @@ class ProjectRules:
 
     @classmethod
     def parse(cls, text: str, source: str = "<permissions>") -> ProjectRules:
-        parser = configparser.ConfigParser(interpolation=None, delimiters=("=",))
+        """The rules in ``text``; ValueError (or configparser.Error) unless it has the documented shape."""
+        parser = configparser.ConfigParser(interpolation=None, delimiters=("=",), default_section="\0none")
         parser.optionxform = str  # user names are case-sensitive, as in htpasswd
         parser.read_string(text, source=source)
+        others = [name for name in parser.sections() if name != "projects"]
+        if others:
+            raise ValueError(f"unknown section [{others[0]}]: the file has one section, [projects]")
+        if not parser.has_section("projects"):
+            raise ValueError("no [projects] section")
         patterns: dict[str, tuple[str, ...]] = {}
-        if parser.has_section("projects"):
-            for user, value in parser.items("projects"):
-                items = value.replace(",", " ").split()
-                patterns[user.strip()] = tuple(canonicalize_name(p) for p in items)
+        for user, value in parser.items("projects"):
+            items = value.replace(",", " ").split()
+            bad = [item for item in items if not _PATTERN.match(item)]
+            if not user.strip() or bad:
+                raise ValueError(f"not a project pattern for user {user.strip()!r}: {(bad or [''])[0]!r}")
+            patterns[user.strip()] = tuple(canonicalize_name(p) for p in items)
+        if not patterns:
+            raise ValueError("the [projects] section lists no user")
         return cls(patterns)
 
     def allows(self, user: str, project: str) -> bool:
@@ -126,10 +157,15 @@ class Access:
         self._rules: ProjectRules | None = None
         self._rules_stamp: tuple[int, int, int] | None = None
         self._rules_error: str | None = None
-        self._verified: dict[bytes, float] = {}
+        self._verified = Memory(VERIFIED_TTL, VERIFIED_MAX)
+        self._refused = Memory(REFUSED_TTL, REFUSED_MAX)
+        self.throttle = FailureThrottle()
         self._secret = secrets.token_bytes(32)
         self._fallback_hash: str | None = None
         self._lock = threading.Lock()
+        self._load()
+        with contextlib.suppress(LookupError):
+            self._project_rules()  # a broken permissions file is logged at start, not at the first upload
 
     # --- what needs a user ---------------------------------------------------------------
     def protects(self, action: str) -> bool:
@@ -157,6 +193,7 @@ class Access:
                     self._users = None
                 self._stamp = stamp
                 self._verified.clear()
+                self._refused.clear()
             return self._users, self._stamp
 
     def credentials(self) -> tuple[str, str] | None:
@@ -198,38 +235,89 @@ class Access:
             self._fallback_hash = self.context.handler("bcrypt").hash(secrets.token_hex(16))
         return self._fallback_hash
 
+    def _key(self, user: str, password: str, stamp: object) -> bytes:
+        return hashlib.blake2b(b"\0".join([user.encode("utf-8", "replace"), password.encode("utf-8", "replace"),
+                                           repr(stamp).encode()]), key=self._secret, digest_size=32).digest()
+
     def verify(self, user: str, password: str) -> bool:
+        """Whether the password is the user's; a pair checked recently costs no hash check."""
         users, stamp = self._load()
         if users is None:
             return False
-        key = hashlib.blake2b(b"\0".join([user.encode("utf-8", "replace"), password.encode("utf-8", "replace"),
-                                          repr(stamp).encode()]), key=self._secret, digest_size=32).digest()
-        now = time.monotonic()
-        if self._verified.get(key, 0.0) > now:
+        key = self._key(user, password, stamp)
+        if self._verified.holds(key):
             return True
+        if self._refused.holds(key):
+            return False
         try:
             hash_ = users.get_hash(user)
         except ValueError:  # a name htpasswd cannot hold (":" or a newline)
             hash_ = None
         if hash_ is None:
             self._check(password, self._decoy(users, user))
+            self._refused.add(key)
             return False
         if not self._check(password, hash_):
+            self._refused.add(key)
             return False
-        with self._lock:
-            if len(self._verified) >= VERIFIED_MAX:
-                self._verified = {k: v for k, v in self._verified.items() if v > now}
-                if len(self._verified) >= VERIFIED_MAX:
-                    self._verified.clear()
-            self._verified[key] = now + VERIFIED_TTL
+        self._verified.add(key)
         return True
 
+    def _known(self, user: str) -> bool:
+        users = self._users
+        try:
+            return users is not None and users.get_hash(user) is not None
+        except ValueError:
+            return False
+
+    def authenticate(self, user: str, password: str) -> bool:
+        """``verify`` for this request's client address, throttled (raises Throttled)."""
+        users, stamp = self._load()
+        key = self._key(user, password, stamp)
+        address = request.environ.get("REMOTE_ADDR") or "?"
+        if users is not None and self._verified.holds(key):
+            return True  # a user already logged in is let through even from a noisy address
+        if users is None or not self._refused.holds(key):
+            # Only a check that costs a hash counts: a client repeating one wrong password
+            # (a stale CI secret) costs nothing and locks nobody else behind its address out.
+            wait = self.throttle.wait(address)
+            if wait:
+                raise Throttled(wait)
+            if self.verify(user, password):
+                return True
+            self.throttle.fail(address)
+        # A name that is no user may be a password typed into the wrong field: not logged.
+        log.info("wrong credentials for %s from %s",
+                 f"user {user[:100]!r}" if self._known(user) else "an unknown user", address)
+        return False
+
     def user(self) -> str | None:
-        """The authenticated user of this request, or None."""
+        """The authenticated user of this request, or None (also when its address is throttled)."""
         creds = self.credentials()
-        if creds and self.verify(*creds):
-            return creds[0]
+        try:
+            if creds and self.authenticate(*creds):
+                return creds[0]
+        except Throttled:
+            pass
         return None
+
+    def problems(self) -> list[str]:
+        """What stops users from logging in or uploading as configured (for /health); empty if nothing."""
+        found = []
+        if self.path is not None:
+            try:
+                with open(self.path, "rb"):
+                    pass
+            except OSError as exc:
+                found.append(f"password file {self.path} is not readable ({exc.strerror}): nobody can log in")
+            else:
+                if self._load()[0] is None:
+                    found.append(f"password file {self.path} cannot be parsed: nobody can log in")
+        try:
+            self._project_rules()
+        except LookupError as exc:
+            found.append(f"{exc}: all updates are refused")
+        return found
 
     # --- project rights ----------------------------------------------------------------
     def _project_rules(self) -> ProjectRules | None:
@@ -240,6 +328,8 @@ class Access:
         stamp = _stamp(path)
         with self._lock:
             if stamp is None:
+                if self._rules_error is None or self._rules_stamp is not None:
+                    log.error("permissions file %s is not readable; refusing all updates until it is fixed", path)
                 self._rules, self._rules_stamp = None, None
                 self._rules_error = f"permissions file {path} is not readable"
             elif stamp != self._rules_stamp:
@@ -247,9 +337,11 @@ class Access:
                 try:
                     self._rules = ProjectRules.parse(Path(path).read_text(encoding="utf-8"), str(path))
                     self._rules_error = None
-                except (OSError, UnicodeDecodeError, configparser.Error) as exc:
+                except (OSError, UnicodeDecodeError, ValueError, configparser.Error) as exc:
                     self._rules = None
-                    self._rules_error = f"permissions file {path} is unreadable: {exc}"
+                    detail = " ".join(str(exc).split())[:300]
+                    self._rules_error = f"permissions file {path} is not in the documented shape: {detail}"
+                    log.error("%s; refusing all updates until it is fixed", self._rules_error)
             if self._rules_error:
                 raise LookupError(self._rules_error)
             return self._rules
@@ -277,9 +369,13 @@ class Access:
         creds = self.credentials()
         if creds is None:
             raise Unauthorized(f"authentication required to {action}")
-        if not self.verify(*creds):
-            log.info("wrong credentials for user %r from %s", creds[0][:100], request.environ.get("REMOTE_ADDR"))
+        if not self.authenticate(*creds):
             raise Unauthorized("invalid username or password")
+        if action == "update":
+            try:
+                self._project_rules()
+            except LookupError as exc:  # fail closed, before any body is read
+                raise Forbidden(f"{exc}: all updates are refused until it is fixed") from None
         return creds[0]
 
 
@@ -299,7 +395,7 @@ def set_password(path: Path, user: str, password: str, rounds: int | None = None
     users = HtpasswdFile(str(path), new=not path.exists(), default_scheme="bcrypt")
     handler = users.context.handler("bcrypt").using(ident="2y", **({"rounds": rounds} if rounds else {}))
     existed = users.set_hash(user, handler.hash(password))
-    _write_atomically(path, users.to_string())
+    _write(path, users.to_string())
     return existed
 
 
@@ -309,22 +405,11 @@ def delete_user(path: Path, user: str) -> bool:
     users = HtpasswdFile(str(path))
     if not users.delete(user):
         return False
-    _write_atomically(path, users.to_string())
+    _write(path, users.to_string())
     return True
 
 
-def _write_atomically(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+def _write(path: Path, data: bytes) -> None:
+    """Replace the password file atomically, keeping the mode its owner chose (new: 0640)."""
     mode = path.stat().st_mode & 0o777 if path.exists() else 0o640
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as stream:
-            stream.write(data)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    write_file(path, data, mode=mode)

@@ -149,7 +149,9 @@ class SimpleAPI:
 def _respond(page: Page, fmt: str, max_age: int, private: bool) -> bytes:
     headers = {
         "Content-Type": CONTENT_TYPES[fmt],
-        "Vary": "Accept, Authorization" if private else "Accept",
+        # Not "Authorization": every user who may list sees the same page, "private" keeps shared
+        # caches out, and nginx would write an MD5 of the header into its cache files (issue 14.10).
+        "Vary": "Accept",
         "ETag": page.etag,
         **index_cache_headers(max_age, private=private),
     }

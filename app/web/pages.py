@@ -18,8 +18,9 @@ from ..caching import etag_of, not_modified
 from .assets import Asset
 from .details import file_kind, human_size
 
-# Pages load only what Wharf serves; README images may come from elsewhere (badges).
-CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' http: https: data:; "
+# Pages load only what Wharf serves (and data: images): a README's image from elsewhere
+# would tell a third party who reads which private project, and when (issue 14.11).
+CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
        "form-action 'self'; base-uri 'none'; frame-ancestors 'none'")
 
 _PATH_SAFE = "/:@!$&'()*+,;=%~"
@@ -87,8 +88,6 @@ class Pages:
             "X-Content-Type-Options": "nosniff",
             "Referrer-Policy": "same-origin",
         }
-        if self.private:
-            headers["Vary"] = "Authorization"
         if status == 200 and not_modified(headers["ETag"]):
             raise HTTPResponse(status=304, headers=headers)
         response.status = status

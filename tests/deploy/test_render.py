@@ -137,7 +137,9 @@ def test_site_conf_fits_into_debians_nginx_conf(tmp_path: Path, test_ca: LocalCA
 # --- what the protected and public configs say -------------------------------------------------
 def test_protected_locations_ask_the_app_before_the_cache(tmp_path: Path, test_ca: LocalCA):
     public = deploy.render(local_settings(tmp_path, test_ca), ["nginx"])["nginx/site.conf"]
-    assert "auth_request" not in public
+    # A public index checks no reads; only a request that could change something asks (issue 14.5).
+    assert set(re.findall(r"auth_request (\S+);", public)) == {"/_wharf_auth/update"}
+    assert "$wharf_auth_skip" in public  # reads pass that check inside nginx
     assert "proxy_ignore_headers" not in public  # the app's Cache-Control rules
     private = deploy.render(local_settings(tmp_path, test_ca, authenticate=("update", "download", "list"),
                                            password_file="/x/htpasswd"), ["nginx"])["nginx/site.conf"]

@@ -89,19 +89,19 @@ def test_bcrypt_passwords_longer_than_72_bytes(tmp_path: Path):
     assert not access.verify("carol", long[:71])
 
 
-def test_wrong_user_costs_a_hash_check_and_success_is_cached(tmp_path: Path):
+def test_wrong_user_costs_a_hash_check_and_every_answer_is_remembered(tmp_path: Path):
     access = make_access(tmp_path, [f"carol:{bcrypt.using(rounds=4).hash('pw')}", f"erin:{bcrypt.using(rounds=4).hash('pw2')}"])
     counter = access.context = CountingContext(access.context)
     assert not access.verify("nobody", "pw")
     assert counter.checks == 1  # the decoy check: an unknown name costs what a known one does
     assert not access.verify("carol", "wrong")
     assert counter.checks == 2
-    assert not access.verify("carol", "wrong")
-    assert counter.checks == 3  # failures are never cached
+    assert not access.verify("carol", "wrong") and not access.verify("nobody", "pw")
+    assert counter.checks == 2  # a known-bad pair is refused without another check (issue 14.6)
     assert access.verify("carol", "pw") and access.verify("carol", "pw") and access.verify("carol", "pw")
-    assert counter.checks == 4  # pip's next requests don't pay for bcrypt again
+    assert counter.checks == 3  # pip's next requests don't pay for bcrypt again
     assert not access.verify("erin", "pw")  # the cache is per user and password
-    assert counter.checks == 5
+    assert counter.checks == 4
 
 
 @pytest.mark.slow
@@ -262,3 +262,41 @@ def test_wharf_passwd_refuses(tmp_path: Path, monkeypatch, capsys, user: str, pa
     assert passwd(monkeypatch, str(tmp_path / "htpasswd"), user, "--rounds", "4", stdin=password) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "htpasswd").exists()
+
+
+# --- issue 14: the permissions file fails closed, guessing is throttled ------------------------
+@pytest.mark.parametrize("text", [
+    "[project]\nalice = mylib\n", "alice = mylib\n", "[projects]\n", "", "[projects]\nalice = a\n[users]\nb = c\n",
+    "[DEFAULT]\nalice = *\n[projects]\nbob = x\n", "[projects]\nalice = my lib; rm\n", "[projects]\na = x\na = y\n",
+])
+def test_permissions_not_in_the_documented_shape_refuse_every_update(tmp_path: Path, text: str, caplog):
+    rules = tmp_path / "permissions.ini"
+    rules.write_text(text)
+    access = make_access(tmp_path, [f"alice:{bcrypt.using(rounds=4).hash('pw')}"], permissions_file=rules)
+    assert not access.may_update("alice", "mylib") and not access.may_update("zed", "x")
+    authorize(basic("alice", "pw"))
+    with pytest.raises(HTTPError) as refused:
+        access.require("update")  # refused at the gate, before any body is read
+    assert refused.value.status_code == 403 and "permissions file" in refused.value.body
+    assert any("permissions file" in p for p in access.problems())
+    assert "refusing all updates" in caplog.text
+    rules.write_text("[projects]\nalice = mylib\n")
+    assert access.may_update("alice", "mylib") and access.problems() == []
+
+
+def test_failed_logins_are_throttled_per_address(tmp_path: Path):
+    access = make_access(tmp_path, [f"alice:{bcrypt.using(rounds=4).hash('pw')}"])
+    counter = access.context = CountingContext(access.context)
+    authorize(basic("alice", "pw"))
+    assert access.authenticate("alice", "pw")  # alice logs in from 192.0.2.1
+    for n in range(access.throttle.allowed):
+        assert not access.authenticate("alice", f"guess-{n}")
+    checks = counter.checks
+    authorize(basic("alice", "another guess"))
+    with pytest.raises(HTTPError) as throttled:
+        access.require("update")
+    assert throttled.value.status_code == 429 and 1 <= int(throttled.value.headers["Retry-After"]) <= 60
+    assert counter.checks == checks  # refused without a hash check
+    assert access.authenticate("alice", "pw")  # already logged in: still let through
+    request.environ["REMOTE_ADDR"] = "192.0.2.2"  # another address is not affected
+    assert not access.authenticate("alice", "guess-x") and access.authenticate("alice", "pw")

@@ -50,3 +50,28 @@ def test_an_open_action_passes_without_credentials(protected):
 def test_unknown_actions_are_404(protected, action):
     status, _, _ = call_wsgi(protected, f"/_auth/{action}", headers=basic("alice", "s3cret"))
     assert status == 404
+
+
+@pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "PATCH"])
+def test_a_request_that_could_change_something_needs_the_update_right(tmp_path: Path, packages: Path, method):
+    users = tmp_path / "htpasswd"
+    set_password(users, "alice", "s3cret", rounds=4)
+    rules = tmp_path / "permissions.ini"
+    rules.write_text("[projects]\nalice = mine\n")
+    app = create_app(Settings(packages=(packages,), password_file=str(users), authenticate=("update",),
+                              permissions_file=rules), watch=False)
+    try:
+        assert call_wsgi(app, "/_auth/download", headers={"X-Original-Method": "GET"})[0] == 204
+        assert call_wsgi(app, "/_auth/download", headers={"X-Original-Method": method})[0] == 401
+        ok = {"X-Original-Method": method, **basic("alice", "s3cret")}
+        assert call_wsgi(app, "/_auth/download", headers=ok)[0] == 204
+        rules.write_text("[project]\nalice = mine\n")  # misnamed: every update refused, with the reason for nginx
+        status, headers, _ = call_wsgi(app, "/_auth/update", headers=ok)
+        assert status == 403 and "permissions file" in headers["x-wharf-refusal"]
+        for n in range(12):
+            call_wsgi(app, "/_auth/update", headers={"X-Original-Method": method, **basic("alice", f"x{n}")})
+        status, headers, _ = call_wsgi(app, "/_auth/update", headers={"X-Original-Method": method,
+                                                                       **basic("alice", "y")})
+        assert status == 403 and int(headers["x-wharf-retry-after"]) >= 1  # nginx answers 429 from this
+    finally:
+        app.config["wharf.catalog"].close()

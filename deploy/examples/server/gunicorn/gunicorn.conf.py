@@ -44,6 +44,9 @@ graceful_timeout = 10
 accesslog = "-"
 errorlog = "-"
 loglevel = "info"
+# gunicorn's default format logs the Basic user name unverified (%(u)s), which is where a
+# password typed into the name field would land: "-" instead (issue 14.10).
+access_log_format = '%(h)s %(l)s - %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s"'
 
 # 5. Forwarded headers are judged by the app's own trusted_proxies, not by gunicorn.
 secure_scheme_headers = {}
