@@ -49,7 +49,7 @@ def register(app: Bottle, settings: Settings, catalog: Catalog, access: Access, 
         if not access.protects("list") or access.user() is not None:
             view = catalog.view
             body.update(problems=failing + degraded, projects=len(view.projects), files=view.file_count)
-            if upstream is not None:  # the pull-through cache (app/upstream.py); never fails health
+            if upstream is not None:  # the pull-through cache (app/upstream/pull_through.py); never fails health
                 body["upstream"] = upstream.status()
         else:
             body["status"] = "error" if failing else "ok"  # anonymous callers of a private index: up or down

@@ -8,7 +8,7 @@ The storage stays the source of truth; the catalog learns from it and remembers:
   journal of changes, and records uploads, removals and yanks.
 """
 
-from .catalog import Catalog
+from .catalog import Catalog, CatalogUnavailable
 from .records import DistFile, Project, View
 
-__all__ = ["Catalog", "DistFile", "Project", "View"]
+__all__ = ["Catalog", "CatalogUnavailable", "DistFile", "Project", "View"]

@@ -34,9 +34,17 @@ from ..settings import Settings
 from ..storage import Storage, storage_for
 from .database import FILE_COLUMNS, connect, transaction
 from .records import DistFile, Project, View, add_urls, make_view
-from .scanner import Scanner, index_file
+from .scanner import HEARTBEAT, Scanner, read_file, write_file
 
 log = logging.getLogger("wharf.catalog")
+
+
+class CatalogUnavailable(Exception):
+    """The catalog's database refused a write (locked past its timeout, unreachable)."""
+
+
+# Seconds without a scanner heartbeat after which /health reports the scanner stalled.
+STALLED_AFTER = 30.0
 
 
 class Catalog:
@@ -112,6 +120,24 @@ class Catalog:
         return tuple(self.db().execute(
             f"SELECT count(DISTINCT project), count(*) FROM files WHERE root IN ({placeholders})", self.root_names,
         ).fetchone())
+
+    def scanner_problem(self) -> str | None:
+        """Why the scanner (in whichever process holds it) looks stuck, or None.
+
+        The scanner rewrites its heartbeat file after every pass and every batch of files,
+        naming a big file while it hashes it; a heartbeat older than ``STALLED_AFTER``
+        seconds (or 20 scan intervals) means files added now would not show up.
+        """
+        path = self.state_dir / HEARTBEAT
+        try:
+            age = time.time() - path.stat().st_mtime
+            reading = path.read_text(errors="replace").strip()
+        except OSError:
+            return None  # no scanner has run yet (the first sweep writes it)
+        if age < max(STALLED_AFTER, 20 * self.settings.scan_interval):
+            return None
+        doing = f" (still reading {reading})" if reading else ""
+        return f"the catalog scanner has not finished a pass for {age:.0f} s{doing}: new files are not being listed"
 
     def _watch(self) -> None:
         interval = max(self.settings.scan_interval, 0.05)
@@ -260,14 +286,17 @@ class Catalog:
         key = self.storage.stat_file(0, relpath)
         if key is None:
             return None
+        row = read_file(self, 0, relpath, key, hashes)
+        if row is None:
+            return None
         conn = self.db()
         try:
             with transaction(conn):
-                project = index_file(self, conn, 0, relpath, key, hashes)
+                project = write_file(conn, row)
         except sqlite3.OperationalError as exc:
             if exc.sqlite_errorcode == sqlite3.SQLITE_FULL:  # callers handle a full disk as OSError
                 raise OSError(errno.ENOSPC, f"cannot index {relpath}: {exc}") from exc
-            raise
+            raise CatalogUnavailable(f"cannot record {relpath}: {exc}") from exc
         self.sync()
         return self.find(relpath) if project else None
 

@@ -7,6 +7,7 @@ so a file copied in by hand is seen within about a second without a rescan per r
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -14,6 +15,7 @@ import sqlite3
 import time
 from typing import TYPE_CHECKING
 
+from ..atomic import write_file as write_file_atomically
 from ..dists import CoreMetadata, InvalidDistribution, parse_filename
 from ..storage import FileKey
 from .database import JOURNAL_KEEP, like_prefix, transaction
@@ -28,11 +30,21 @@ SETTLE_SECONDS = 0.3
 # A directory modified this recently is listed again on the next poll, in case its
 # filesystem's timestamps are too coarse to show a second change.
 RECENT_DIR_NS = 2_000_000_000
+# Files read before their rows are written in one transaction.
+BATCH = 200
+# Files at least this big are named in the heartbeat while being hashed, so /health can
+# say what a slow scanner is busy with.
+NAMED_READ_BYTES = 64 * 1024 * 1024
+HEARTBEAT = "scanner.heartbeat"
 
 
-def index_file(catalog: Catalog, conn: sqlite3.Connection, root: int, relpath: str, key: FileKey,
-               hashes: dict[str, str] | None = None) -> str | None:
-    """Hash and read one file into the database; returns its project, or None if skipped."""
+def read_file(catalog: Catalog, root: int, relpath: str, key: FileKey,
+              hashes: dict[str, str] | None = None) -> tuple | None:
+    """Hash one file and read its metadata: the row for ``write_file``, or None if skipped.
+
+    All the file I/O happens here, outside any transaction: hashing a 6 GB file dropped in
+    by hand takes minutes, and the database must stay writable meanwhile.
+    """
     filename = relpath.rsplit("/", 1)[-1]
     try:
         dist = parse_filename(filename)
@@ -58,17 +70,20 @@ def index_file(catalog: Catalog, conn: sqlite3.Connection, root: int, relpath: s
             log.warning("unreadable metadata in %s: %s", relpath, exc)
     metadata_sha256 = hashlib.sha256(metadata).hexdigest() if metadata is not None and dist.packagetype == "bdist_wheel" else None
     display = (parsed.name if parsed and parsed.name else dist.name) or dist.project
+    return (catalog.root_names[root], relpath, relpath.rpartition("/")[0], filename, dist.project, display,
+            str(dist.version), dist.packagetype, key.size, key.mtime_ns, key.inode, key.mtime_ns / 1e9,
+            json.dumps(digests), parsed.requires_python if parsed else None, metadata_sha256,
+            parsed.summary if parsed else None)
+
+
+def write_file(conn: sqlite3.Connection, row: tuple) -> str:
+    """Store a row made by ``read_file`` (inside the caller's transaction); returns its project."""
     conn.execute(
         "INSERT OR REPLACE INTO files(root, relpath, dir, filename, project, name, version, packagetype,"
         " size, mtime_ns, inode, upload_time, hashes, requires_python, metadata_sha256, summary)"
-        " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-        (catalog.root_names[root], relpath, relpath.rpartition("/")[0], filename, dist.project, display,
-         str(dist.version), dist.packagetype, key.size, key.mtime_ns, key.inode, key.mtime_ns / 1e9,
-         json.dumps(digests), parsed.requires_python if parsed else None, metadata_sha256,
-         parsed.summary if parsed else None),
-    )
-    conn.execute("INSERT INTO changes(project) VALUES (?)", (dist.project,))
-    return dist.project
+        " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", row)
+    conn.execute("INSERT INTO changes(project) VALUES (?)", (row[4],))
+    return row[4]
 
 
 class Scanner:
@@ -80,6 +95,11 @@ class Scanner:
         self.dirs: dict[tuple[int, str], int] = {}  # known directories and their mtime_ns
         self.pending: set[tuple[int, str]] = set()  # directories with files still settling
         self.last_sweep = 0.0
+
+    def beat(self, reading: str = "") -> None:
+        """Tell other processes (their /health) that the scanner is alive, and what it reads."""
+        with contextlib.suppress(OSError):
+            write_file_atomically(self.catalog.state_dir / HEARTBEAT, reading.encode(), durable=False)
 
     def sweep(self) -> None:
         """Walk every directory and stat every file (start-up, then now and then)."""
@@ -113,6 +133,7 @@ class Scanner:
             conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('complete', ?)", (json.dumps(roots),))
         self.last_sweep = time.monotonic()
         self.catalog.last_scan = time.time()
+        self.beat()
         log.info("indexed %d directories in %.2fs", len(self.dirs), self.last_sweep - start)
 
     def poll(self) -> None:
@@ -134,6 +155,7 @@ class Scanner:
             elif mtime != seen or mtime > now_ns - RECENT_DIR_NS or (root, reldir) in self.pending:
                 self._reconcile(conn, root, reldir, full=False)
         self.catalog.last_scan = time.time()
+        self.beat()
 
     def _reconcile(self, conn: sqlite3.Connection, root: int, reldir: str, full: bool) -> None:
         mtime = self.storage.stat_dir(root, reldir)
@@ -175,26 +197,32 @@ class Scanner:
         for name in on_disk:
             look_at(prefix + name, None)
 
-        if changed or gone:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                for batch, (relpath, key) in enumerate(changed, 1):
-                    try:
-                        index_file(self.catalog, conn, root, relpath, key)
-                    except OSError as exc:
-                        log.warning("cannot read %s: %s", relpath, exc)
-                        continue
-                    if self.storage.stat_file(root, relpath) != key:
-                        self.pending.add((root, reldir))  # changed while we read it
-                    if batch % 200 == 0:
-                        conn.execute("COMMIT")
-                        conn.execute("BEGIN IMMEDIATE")
+        # Files are read in batches with no transaction open, then each batch is written in
+        # one short transaction: a long hash never holds the database's write lock.
+        for start in range(0, len(changed), BATCH):
+            rows = []
+            for relpath, key in changed[start:start + BATCH]:
+                if key.size >= NAMED_READ_BYTES:
+                    self.beat(f"{self.catalog.root_names[root]}/{relpath}")
+                try:
+                    row = read_file(self.catalog, root, relpath, key)
+                except OSError as exc:
+                    log.warning("cannot read %s: %s", relpath, exc)
+                    continue
+                if self.storage.stat_file(root, relpath) != key:
+                    self.pending.add((root, reldir))  # changed while we read it
+                    continue
+                if row is not None:
+                    rows.append(row)
+            if rows:
+                with transaction(conn):
+                    for row in rows:
+                        write_file(conn, row)
+            self.beat()
+        if gone:
+            with transaction(conn):
                 for relpath in gone:
                     self._delete(conn, rootname, relpath)
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
         self.dirs[(root, reldir)] = mtime
         previous = {d for (r, d) in self.dirs if r == root and d.rpartition("/")[0] == reldir and d != reldir}
         for sub in set(listing.subdirs) - previous:

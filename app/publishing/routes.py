@@ -17,7 +17,7 @@ from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
 from ..auth import Access, Refusal
-from ..catalog import Catalog, DistFile
+from ..catalog import Catalog, CatalogUnavailable, DistFile
 from ..dists import (CoreMetadata, DistName, InvalidDistribution, check_archive, parse_filename, project_name,
                      read_core_metadata)
 from ..settings import Settings
@@ -215,6 +215,15 @@ class Publisher:
             if existing is None:
                 self.storage.delete(0, relpath)
             raise Refusal(507, "not enough disk space on the index to record this file") from None
+        except CatalogUnavailable as exc:
+            # Acknowledged and listed, or refused and absent: never a failure followed by a
+            # listing. The new file is taken back and the client told to try again.
+            log.warning("upload of %s by %s refused: %s", filename, user, exc)
+            if existing is None:
+                self.storage.delete(0, relpath)
+            error = Refusal(503, "the index's catalog is busy; nothing was published, try again shortly")
+            error.add_header("Retry-After", "5")
+            raise error from None
         replaced = " (replacing the previous file)" if existing is not None else ""
         log.info("uploaded %s%s, %d bytes, sha256 %s, by %s from %s",
                  filename, replaced, received.size, sha256, user, self.client())

@@ -60,7 +60,7 @@ def register(app: Bottle, settings: Settings, catalog: Catalog, access: Access,
         if welcome is not None:
             return welcome_page()
         index = search.index()
-        pull_through = app.config.get("wharf.upstream")  # app/upstream.py, None when off
+        pull_through = app.config.get("wharf.upstream")  # app/upstream/pull_through.py, None when off
         return pages.render("web/home.html", projects=len(index.entries), files=index.file_count,
                             recent=index.recent, takes_uploads=access.takes_uploads,
                             upstream=pull_through.status() if pull_through is not None else None,

@@ -48,12 +48,12 @@ def test_unreadable_packages_directory_is_unhealthy(make_app, packages):
     assert status == 503 and data["status"] == "error" and data["problems"]
 
 
-def test_unreadable_password_file_and_broken_permissions_are_degraded_with_reasons(tmp_path):
+def test_unreadable_password_file_and_broken_permissions_are_degraded_with_reasons(make_app, packages, tmp_path):
     users = tmp_path / "htpasswd"
     HtpasswdFile(str(users), new=True).save()
     rules = tmp_path / "permissions.ini"
     rules.write_text("[projects]\nalice = mine\n")
-    app, _ = _app(tmp_path, password_file=str(users), permissions_file=rules)
+    app, _ = _app(make_app, packages, password_file=str(users), permissions_file=rules)
     assert json.loads(call_wsgi(app, "/health")[2])["status"] == "ok"
     rules.write_text("[project]\nalice = mine\n")
     status, _, body = call_wsgi(app, "/health")
@@ -66,10 +66,10 @@ def test_unreadable_password_file_and_broken_permissions_are_degraded_with_reaso
     assert data["status"] == "degraded" and any("password file" in p for p in data["problems"])
 
 
-def test_private_index_nobody_can_log_in_to_is_down_for_anonymous_callers(tmp_path):
+def test_private_index_nobody_can_log_in_to_is_down_for_anonymous_callers(make_app, packages, tmp_path):
     users = tmp_path / "htpasswd"
     HtpasswdFile(str(users), new=True).save()
-    app, _ = _app(tmp_path, password_file=str(users), authenticate=("update", "download", "list"))
+    app, _ = _app(make_app, packages, password_file=str(users), authenticate=("update", "download", "list"))
     users.unlink()
     status, _, body = call_wsgi(app, "/health")
     assert status == 503 and json.loads(body).keys() == {"status", "time"} and json.loads(body)["status"] == "error"
