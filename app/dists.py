@@ -174,8 +174,19 @@ def _zip_pkg_info(stream: BinaryIO, filename: str) -> bytes | None:
     return None
 
 
+_TAR_MODES = {".tar.gz": "r:gz", ".tgz": "r:gz", ".tar.bz2": "r:bz2", ".tbz": "r:bz2",
+              ".tar.xz": "r:xz", ".txz": "r:xz", ".tar": "r:"}
+
+
+def _tar_mode(filename: str) -> str:
+    """The one compression a tar's name says: guessing ("r:*") would let lzma chew through
+    gigabytes of a .tar.gz that is not gzip before giving up (a minute per GiB here)."""
+    lower = filename.lower()
+    return next((mode for suffix, mode in _TAR_MODES.items() if lower.endswith(suffix)), "r:*")
+
+
 def _tar_pkg_info(stream: BinaryIO, filename: str) -> bytes | None:
-    with tarfile.open(fileobj=stream, mode="r:*") as archive:
+    with tarfile.open(fileobj=stream, mode=_tar_mode(filename)) as archive:
         for count, member in enumerate(archive):
             if count >= MAX_TAR_MEMBERS or member.offset_data > MAX_TAR_OFFSET:
                 return None
@@ -206,9 +217,9 @@ def check_archive(stream: BinaryIO, size: int, dist: DistName, filename: str) ->
             if dist.packagetype == "bdist_wheel":
                 stream.seek(0)
                 _wheel_metadata(stream, dist, filename)
-        elif lower.endswith((".tar.gz", ".tgz", ".tar.bz2", ".tbz", ".tar.xz", ".txz", ".tar")):
+        elif lower.endswith(tuple(_TAR_MODES)):
             stream.seek(0)
-            with tarfile.open(fileobj=stream, mode="r:*") as archive:
+            with tarfile.open(fileobj=stream, mode=_tar_mode(filename)) as archive:
                 _check_tar_layout(archive, size, filename)
     except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError, ValueError, RuntimeError) as exc:
         if isinstance(exc, InvalidDistribution):

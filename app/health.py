@@ -2,7 +2,8 @@
 
 ``ok`` (200): everything works. ``degraded`` (200): reads are served but something the
 operator set up does not work (an unreadable password file, an unwritable packages or
-state directory, a permissions file that refuses every update), each with a reason.
+state directory, a permissions file that refuses every update, a catalog scanner that
+has stopped finishing its passes), each with a reason.
 ``error`` (503): reads fail (a packages directory is unreadable, or on a private index
 nobody can log in). Load balancers ask anonymously: on a private index they learn only
 up (``ok``) or down (``error``); a user sees the reasons, counts and the upstream.
@@ -43,7 +44,9 @@ def register(app: Bottle, settings: Settings, catalog: Catalog, access: Access, 
         login = access.problems()
         if login and access.protects("list") and any("password file" in p for p in login):
             failing += [p for p in login if "password file" in p]  # a private index nobody can read
-        degraded = [p for p in login + unwritable(settings, catalog, access) if p not in failing]
+        scanner = catalog.scanner_problem()
+        degraded = [p for p in login + unwritable(settings, catalog, access) + ([scanner] if scanner else [])
+                    if p not in failing]
         status = "error" if failing else "degraded" if degraded else "ok"
         body: dict = {"status": status, "time": time.time()}
         if not access.protects("list") or access.user() is not None:

@@ -73,3 +73,22 @@ def test_private_index_nobody_can_log_in_to_is_down_for_anonymous_callers(make_a
     users.unlink()
     status, _, body = call_wsgi(app, "/health")
     assert status == 503 and json.loads(body).keys() == {"status", "time"} and json.loads(body)["status"] == "error"
+
+
+def test_a_stalled_scanner_is_degraded_and_says_what_it_reads(make_app, packages):
+    import os
+    import time
+
+    app, _ = _app(make_app, packages, watch=True)
+    heartbeat = app.config["wharf.catalog"].state_dir / "scanner.heartbeat"
+    deadline = time.monotonic() + 10
+    while not heartbeat.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert json.loads(call_wsgi(app, "/health")[2])["status"] == "ok"
+    app.config["wharf.catalog"].close()  # the scanner stops beating, as a stuck one would
+    heartbeat.write_text("/data/packages/huge-1.0.tar.gz")
+    old = time.time() - 120
+    os.utime(heartbeat, (old, old))
+    data = json.loads(call_wsgi(app, "/health")[2])
+    assert data["status"] == "degraded"
+    assert any("scanner" in p and "huge-1.0.tar.gz" in p and "for 12" in p for p in data["problems"]), data
