@@ -6,6 +6,7 @@ catalog replaces the object when the project changes), for the pages people look
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 from collections import OrderedDict
@@ -19,7 +20,7 @@ from packaging.version import InvalidVersion, Version
 
 from ..catalog import Catalog, DistFile, Project
 from ..dists import InvalidDistribution, parse_filename
-from .readme import render_description
+from .readme import ReadmeRenderer, plain_description
 from .search import make_entry
 
 log = logging.getLogger("wharf.web")
@@ -68,6 +69,7 @@ class Details:
     description: Markup | None
     metadata_from: str | None  # the file the metadata was read from
     releases: tuple[Release, ...]
+    signature: str  # changes whenever anything the page shows changes (its ETag's source)
 
 
 def _web_link(label: str, url: str) -> Link:
@@ -123,11 +125,19 @@ def _releases(project: Project) -> tuple[Release, ...]:
     return tuple(releases)
 
 
+def _signature(project: Project, raw: dict) -> str:
+    digest = hashlib.sha256(repr(sorted(raw.items())).encode())
+    for f in project.files:
+        digest.update(f"{f.relpath}|{f.sha256}|{f.yanked}|{f.upload_time}|{f.requires_python}\n".encode())
+    return digest.hexdigest()
+
+
 class ProjectPages:
     """Reads core metadata and renders READMEs, once per Project object."""
 
     def __init__(self, catalog: Catalog):
         self.catalog = catalog
+        self.readmes = ReadmeRenderer(catalog.state_dir / "readme")
         self._kept: OrderedDict[str, tuple[Project, Details]] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -178,10 +188,10 @@ class ProjectPages:
         license_name, license_text = _license(raw)
         required, optional = _dependencies(raw)
         try:
-            description = render_description(raw.get("description"), raw.get("description_content_type"))
+            description = self.readmes.render(raw.get("description"), raw.get("description_content_type"))
         except Exception:  # a renderer bug must not take the page down: show the text
             log.exception("rendering the description of %s failed", project.name)
-            description = Markup("<pre>") + raw.get("description", "") + Markup("</pre>")
+            description = plain_description(raw.get("description", ""))
         return Details(
             summary=" ".join((raw.get("summary") or entry.summary).split()),
             requires_python=raw.get("requires_python") or next(
@@ -196,6 +206,7 @@ class ProjectPages:
             description=description,
             metadata_from=source,
             releases=_releases(project),
+            signature=_signature(project, raw),
         )
 
 

@@ -7,6 +7,8 @@ cache may keep them.
 
 from __future__ import annotations
 
+import hashlib
+import importlib.metadata
 from collections.abc import Callable
 from datetime import datetime, timezone
 from urllib.parse import parse_qs, quote
@@ -62,6 +64,21 @@ def human_date(timestamp: float) -> str:
     return datetime.fromtimestamp(timestamp, timezone.utc).strftime("%Y-%m-%d")
 
 
+def _installed() -> bool:
+    try:
+        importlib.metadata.version("wharf")
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    return True
+
+
+def _template_digests(templates: jinja2.Environment) -> list[str]:
+    loader = templates.loader
+    names = loader.list_templates() if loader is not None else []
+    return [f"{name}={hashlib.sha256(loader.get_source(templates, name)[0].encode()).hexdigest()[:16]}"
+            for name in names if name.startswith("web/")]
+
+
 class Pages:
     """Renders ``web/*.html`` templates into responses with the pages' headers."""
 
@@ -69,27 +86,40 @@ class Pages:
         self.templates = templates
         self.assets = assets
         self.private = private
+        # Pages made by another version of the templates or assets are other pages.
+        self.fingerprint = etag_of("|".join([importlib.metadata.version("wharf") if _installed() else "dev",
+                                             *(f"{n}={a.version}" for n, a in sorted(assets.items())),
+                                             *_template_digests(templates)]).encode())
         templates.globals.update(human_size=human_size, iso_time=iso_time, human_time=human_time,
                                  human_date=human_date, file_kind=file_kind, quote=quote)
 
     def static_url(self, name: str) -> str:
         return f"{root_path()}static/{name}?v={self.assets[name].version}"
 
-    def render(self, template: str, status: int = 200, **context) -> bytes:
-        """The page's body; sets its headers, or answers 304 when the reader's copy is current."""
-        static_url: Callable[[str], str] = self.static_url
-        body = self.templates.get_template(template).render(
-            root=root_path(), static_url=static_url, query=context.pop("query", ""), **context).encode()
+    def render(self, template: str, status: int = 200, *, version: str | None = None, **context) -> bytes:
+        """The page's body; sets its headers, or answers 304 when the reader's copy is current.
+
+        ``version`` names everything the page shows (its data, the query): given, the ETag
+        comes from it and a conditional request is answered before anything is rendered.
+        """
         headers = {
             "Content-Type": "text/html; charset=utf-8",
             "Cache-Control": page_cache_control(self.private),
-            "ETag": etag_of(body),
             "Content-Security-Policy": CSP,
             "X-Content-Type-Options": "nosniff",
             "Referrer-Policy": "same-origin",
         }
-        if status == 200 and not_modified(headers["ETag"]):
-            raise HTTPResponse(status=304, headers=headers)
+        if version is not None:
+            headers["ETag"] = etag_of(f"{self.fingerprint}|{template}|{root_path()}|{version}".encode())
+            if status == 200 and not_modified(headers["ETag"]):
+                raise HTTPResponse(status=304, headers=headers)
+        static_url: Callable[[str], str] = self.static_url
+        body = self.templates.get_template(template).render(
+            root=root_path(), static_url=static_url, query=context.pop("query", ""), **context).encode()
+        if version is None:
+            headers["ETag"] = etag_of(body)
+            if status == 200 and not_modified(headers["ETag"]):
+                raise HTTPResponse(status=304, headers=headers)
         response.status = status
         for key, value in headers.items():
             response.set_header(key, value)

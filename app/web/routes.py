@@ -24,10 +24,21 @@ from .pages import Pages, page_cache_control, query_params, root_path
 from .search import CurrentSearch
 
 PER_PAGE = 50
+# A project page lists this many versions at a time: a project with thousands of files
+# renders in milliseconds, not seconds.
+RELEASES_PER_PAGE = 25
 MAX_QUERY = 200
 # pypiserver's welcome files use these bottle-template placeholders; only these are
 # substituted (the operator's file is never executed as a template).
 _WELCOME_FIELDS = re.compile(r"\{\{\s*(URL|VERSION|NUMPKGS|PACKAGES|SIMPLE)\s*\}\}")
+
+
+def page_number(params: dict[str, str]) -> int:
+    """The ``page`` query parameter: a positive whole number, 1 when absent (400 otherwise)."""
+    number = params.get("page", "1")
+    if not number.isdigit() or not 0 < int(number) < 1_000_000:
+        raise HTTPError(400, "page must be a positive whole number")
+    return int(number)
 
 
 def _wharf_version() -> str:
@@ -92,10 +103,7 @@ def register(app: Bottle, settings: Settings, catalog: Catalog, access: Access,
         query = " ".join(params.get("q", "").split())
         if len(query) > MAX_QUERY:
             raise HTTPError(400, f"the search is longer than {MAX_QUERY} characters")
-        number = params.get("page", "1")
-        if not number.isdigit() or not 0 < int(number) < 1_000_000:
-            raise HTTPError(400, "page must be a positive whole number")
-        number = int(number)
+        number = page_number(params)
         index = search.index()
         found = index.search(query)
         pages_total = max(1, -(-len(found) // PER_PAGE))
@@ -121,7 +129,16 @@ def register(app: Bottle, settings: Settings, catalog: Catalog, access: Access,
         project = catalog.project(name)
         if project is None:
             return pages.render("web/not_found.html", status=404, name=name)
-        return pages.render("web/project.html", project=project, details=details.details(project), **urls())
+        number = page_number(query_params())
+        shown = details.details(project)
+        pages_total = max(1, -(-len(shown.releases) // RELEASES_PER_PAGE))
+        if number > pages_total:
+            raise HTTPError(404, f"there is no page {number}: {project.display_name} has {pages_total}")
+        start = (number - 1) * RELEASES_PER_PAGE
+        links = urls()
+        return pages.render("web/project.html", version=f"{shown.signature}|{number}|{links}", project=project,
+                            details=shown, releases=shown.releases[start:start + RELEASES_PER_PAGE],
+                            page=number, pages=pages_total, **links)
 
     @app.route("/static/<name>", method=["GET", "HEAD"])
     def static(name: str):
