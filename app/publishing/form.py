@@ -10,6 +10,9 @@ from __future__ import annotations
 import contextlib
 import errno
 import re
+import select
+import socket
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import BinaryIO
@@ -25,9 +28,12 @@ READ_CHUNK = 256 * 1024
 MAX_FIELD_BYTES = 4 * 1024 * 1024
 MAX_FORM_BYTES = 16 * 1024 * 1024
 MAX_PARTS = 4096
-# A refused request's unread body is read and dropped up to this much, so the client gets
-# to read the answer instead of a connection reset; beyond it the connection is closed.
+# A refused request's unread body is read and dropped up to this much, for at most this
+# long, so the client gets to read the answer instead of a connection reset; beyond either
+# the connection is closed. The time bound keeps a client that trickles its body from
+# holding a worker (behind nginx bodies arrive whole; gunicorn alone meets such clients).
 DRAIN_LIMIT = 64 * 1024 * 1024
+DRAIN_SECONDS = 2.0
 
 
 class ClientGone(Exception):
@@ -44,6 +50,7 @@ class Body:
         # Without a length only a server that marks the end (gunicorn, for chunked bodies) will do.
         self.terminated = self.length is not None or bool(environ.get("wsgi.input_terminated"))
         self.received = 0
+        self.socket = environ.get("gunicorn.socket")  # the connection, where the server says
 
     def read(self) -> bytes:
         size = READ_CHUNK if self.length is None else min(READ_CHUNK, self.length - self.received)
@@ -59,13 +66,32 @@ class Body:
         return chunk
 
     def drain(self) -> None:
-        """Read and drop what is left, if it is not too much (see DRAIN_LIMIT)."""
+        """Read and drop what is left, if it is not too much (DRAIN_LIMIT, DRAIN_SECONDS)."""
         if not self.terminated or (self.length is not None and self.length - self.received > DRAIN_LIMIT):
+            return
+        if self.socket is not None:
+            self._drain_socket()
             return
         dropped = 0
         with contextlib.suppress(ClientGone):
             while dropped < DRAIN_LIMIT and (chunk := self.read()):
                 dropped += len(chunk)
+
+    def _drain_socket(self) -> None:
+        # Straight from the socket, each wait bounded: the server's own reader would wait
+        # for a whole chunk however slowly it comes. Nothing is read after this (the
+        # answer is a refusal), so bytes the server had already buffered do not matter.
+        deadline = time.monotonic() + DRAIN_SECONDS
+        left = DRAIN_LIMIT if self.length is None else self.length - self.received
+        with contextlib.suppress(OSError, ValueError):
+            while left > 0:
+                wait = deadline - time.monotonic()
+                if wait <= 0 or not select.select([self.socket], [], [], wait)[0]:
+                    return
+                data = self.socket.recv(min(left, READ_CHUNK), socket.MSG_DONTWAIT)
+                if not data:
+                    return
+                left -= len(data)
 
 
 @dataclass
