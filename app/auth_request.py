@@ -9,7 +9,8 @@ have fetched them (deploy/nginx/site.conf.j2 explains the whole design).
 The same check runs before nginx reads a request body: a request that could change
 something (any method but GET, HEAD and OPTIONS, named by nginx in X-Original-Method)
 needs the update right, whatever action the location protects. So an anonymous upload
-is refused before one byte of it is spooled. nginx passes on only 401 and 403 from
+is refused before one byte of it is spooled, and so is one a browser sent from another
+site (app/cross_site.py). nginx passes on only 401 and 403 from
 here: a throttled address gets 403 with X-Wharf-Retry-After, which nginx turns into
 429 with Retry-After, and a refusal's reason goes in X-Wharf-Refusal.
 """
@@ -19,6 +20,7 @@ from __future__ import annotations
 from bottle import Bottle, HTTPError, HTTPResponse, request
 
 from .auth import Access, Throttled
+from .cross_site import cross_site_reason
 from .settings import ACTIONS, Settings
 
 READ_METHODS = ("GET", "HEAD", "OPTIONS")
@@ -30,7 +32,12 @@ def register(app: Bottle, settings: Settings, access: Access) -> None:
         if action not in ACTIONS:
             raise HTTPError(404, f"no such action {action[:50]!r}: use {', '.join(ACTIONS)}")
         method = request.environ.get("HTTP_X_ORIGINAL_METHOD", "GET").upper()
+        # A change a browser sent from another site is refused here already, before nginx
+        # reads its body (the subrequest carries the client's Origin and Sec-Fetch-Site).
+        reason = cross_site_reason({**request.environ, "REQUEST_METHOD": method})
         try:
+            if reason is not None:
+                raise HTTPError(403, f"Forbidden: {reason}")
             access.require(action if method in READ_METHODS else "update")
         except Throttled as refusal:
             raise HTTPResponse(status=403, headers={
