@@ -159,7 +159,7 @@ class Access:
         self._rules_error: str | None = None
         self._verified = Memory(VERIFIED_TTL, VERIFIED_MAX)
         self._refused = Memory(REFUSED_TTL, REFUSED_MAX)
-        self.throttle = FailureThrottle()
+        self.throttle = FailureThrottle(settings.login_failures_allowed, settings.login_failure_window)
         self._secret = secrets.token_bytes(32)
         self._fallback_hash: str | None = None
         self._lock = threading.Lock()

@@ -60,6 +60,8 @@ class Settings:
     # --- access and publishing -------------------------------------------------------
     password_file: str = field(default="", metadata={"help": "htpasswd file with the users; \".\" or empty means no users."})
     authenticate: tuple[str, ...] = field(default=("update",), metadata={"help": "Actions that need a user: any of update, download, list; \".\" means none (uploads need a user all the same)."})
+    login_failures_allowed: int = field(default=10, metadata={"help": "Failed logins one client address may make per login_failure_window, per worker, before it gets 429 (a wrong password repeated costs no check)."})
+    login_failure_window: float = field(default=60.0, metadata={"help": "Seconds over which failed logins are counted per client address."})
     permissions_file: Path | None = field(default=None, metadata={"help": "Optional file restricting users to projects ([projects] alice = mylib, mylib-*)."})
     overwrite: bool = field(default=False, metadata={"help": "Allow an upload to replace an existing file with different bytes."})
     max_upload_size: int = field(default=1024 * 1024 * 1024, metadata={"help": "Largest accepted upload in bytes (413 above it)."})

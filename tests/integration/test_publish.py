@@ -76,6 +76,11 @@ def twine(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
     return run([sys.executable, "-m", "twine", "upload", "--non-interactive", "--disable-progress-bar", *args], env)
 
 
+# These tests try wrong credentials on purpose, many times, from one address: the login
+# throttle (tested in tests/robustness/test_access_hardening.py) would answer 429.
+NO_THROTTLE = ("--login-failures-allowed", "100000")
+
+
 @pytest.fixture(scope="module")
 def site(tmp_path_factory):
     """One index (uploads need a user; ``ci`` may only publish ``ci-*``) for the publishing tests."""
@@ -84,7 +89,7 @@ def site(tmp_path_factory):
     packages.mkdir()
     htpasswd = write_htpasswd(base / "htpasswd", {"alice": "", "ci": ""})
     (base / "permissions.ini").write_text("[projects]\nci = ci-*\n")
-    with WharfProcess(packages, "--password-file", str(htpasswd), "--permissions-file", str(base / "permissions.ini"),
+    with WharfProcess(packages, "--password-file", str(htpasswd), *NO_THROTTLE, "--permissions-file", str(base / "permissions.ini"),
                       "--state-dir", str(base / "state")) as server:
         server.base, server.packages = base, packages
         yield server
@@ -278,7 +283,7 @@ def test_big_upload_keeps_worker_memory_flat(tmp_path: Path):
     packages.mkdir()
     htpasswd = write_htpasswd(tmp_path / "htpasswd", {"alice": ""})
     wheel = _big_wheel(tmp_path / "dists", "bigone", 200 * MiB)
-    with WharfProcess(packages, "--password-file", str(htpasswd), "--state-dir", str(tmp_path / "state"),
+    with WharfProcess(packages, "--password-file", str(htpasswd), *NO_THROTTLE, "--state-dir", str(tmp_path / "state"),
                       workers=1) as server:
         worker = int(Path(f"/proc/{server.proc.pid}/task/{server.proc.pid}/children").read_text().split()[0])
         assert http(server.url + "/simple/")[0] == 200  # warm up the worker
@@ -312,7 +317,7 @@ def test_auth_matrix(tmp_path: Path, mode: str):
     htpasswd = write_htpasswd(tmp_path / "htpasswd")
     protected = set(MODES[mode]) | {"update"}  # uploads always need a user
     problems = []
-    with WharfProcess(packages, "--password-file", str(htpasswd), "--authenticate", mode,
+    with WharfProcess(packages, "--password-file", str(htpasswd), *NO_THROTTLE, "--authenticate", mode,
                       "--state-dir", str(tmp_path / "state")) as server:
         for number, scheme in enumerate(SCHEMES):
             user = f"u_{scheme}"
@@ -358,7 +363,7 @@ def test_pip_and_uv_with_and_without_credentials(tmp_path: Path):
     make_wheel(packages, "secret-lib", "1.0")
     htpasswd = write_htpasswd(tmp_path / "htpasswd")
     env = client_env(tmp_path / "home")
-    with WharfProcess(packages, "--password-file", str(htpasswd), "--authenticate", "update,download,list",
+    with WharfProcess(packages, "--password-file", str(htpasswd), *NO_THROTTLE, "--authenticate", "update,download,list",
                       "--state-dir", str(tmp_path / "state")) as server:
         hostport = server.url.split("//", 1)[1]
         pip = [sys.executable, "-m", "pip", "install", "--no-deps"]
@@ -378,6 +383,9 @@ def test_pip_and_uv_with_and_without_credentials(tmp_path: Path):
         uv = ["uv", "pip", "install", "--no-deps"]
         done = run([*uv, "--target", str(tmp_path / "t4"), "--index-url", with_creds, "secret-lib"], env)
         assert done.returncode == 0, done.stderr
-        done = run([*uv, "--target", str(tmp_path / "t5"), "--index-url", server.url + "/simple/", "secret-lib"], env)
+        # A fresh uv cache: uv may reuse the pages it just fetched with credentials (its own
+        # private cache; the index no longer varies them on Authorization, issue 14.10).
+        fresh = {**env, "UV_CACHE_DIR": str(tmp_path / "uv-cache-anonymous")}
+        done = run([*uv, "--target", str(tmp_path / "t5"), "--index-url", server.url + "/simple/", "secret-lib"], fresh)
         assert done.returncode != 0 and "401 Unauthorized" in done.stderr
     shutil.rmtree(tmp_path / "home", ignore_errors=True)
