@@ -169,6 +169,7 @@ def cmd_catalog_change(args: argparse.Namespace) -> int:
         files, what = cli_targets(catalog, args.target)
         names = ", ".join(f.filename for f in files)
         if args.command == "remove":
+            record_cli_removals(settings, files)  # app/policy: immutable file names
             remove_files(catalog, files)
             log_cli("removed", what, f" ({names})")
             print(f"removed {names}")
@@ -211,6 +212,11 @@ def add_publishing_commands(commands: argparse._SubParsersAction) -> None:
 
 
 EXTRA_COMMANDS.append(add_publishing_commands)
+
+# `wharf status PROJECT STATUS` (PEP 792): app/policy/cli.py
+from .policy.cli import add_status_command, record_cli_removals  # noqa: E402
+
+EXTRA_COMMANDS.append(add_status_command)
 
 
 # --- availability: mirror (app.mirror) ------------------------------------------------------
