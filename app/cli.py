@@ -332,7 +332,8 @@ def cmd_mirror(args: argparse.Namespace) -> int:
         result = mirror(index, storage_for(settings, dest=dest), index_url=index_url, cert=cert,
                         timeout=settings.upstream_timeout, requirements=args.requirements,
                         requirement_files=args.requirement_files, target_list=target_list, sdists=args.sdists,
-                        dry_run=args.dry_run, retries=args.retries, progress=progress)
+                        dry_run=args.dry_run, retries=args.retries, progress=progress,
+                        policy=settings)  # the upstream cooldown: app/policy/cooldown.py
     except (MirrorError, UpstreamError) as exc:
         progress.clear()
         print(f"wharf mirror: {exc}", file=sys.stderr)
