@@ -12,6 +12,10 @@ import bottle
 import jinja2
 
 from . import auth_request, cross_site, files, health, publishing, simple_api, web
+from .policy import routes as policy_routes
+from .policy.cooldown import Cooldown
+from .policy.rules import LocalRules
+from .policy.store import policy_store_for
 from .upstream import pull_through
 from .auth import Access, Refusal
 from .catalog import Catalog
@@ -62,13 +66,21 @@ def create_app(settings: Settings, *, watch: bool = True) -> bottle.Bottle:
     # A form or script on another web site cannot use the browser's credentials to change anything.
     app.add_hook("before_request", cross_site.refuse_cross_site)
 
-    upstream = pull_through.register(app, settings, catalog, access, env)  # None unless upstream_url
+    # Statuses (PEP 792) and removals, kept apart from the rebuildable catalog (app/policy/).
+    store = policy_store_for(settings)
+    app.config["wharf.policy"] = store
+    rules = LocalRules(store, settings.overwrite)
+    cooldown = Cooldown.from_settings(settings)
+    env.globals.update(project_status=store.status, cooldown=cooldown.describe())  # web templates
+
+    upstream = pull_through.register(app, settings, catalog, access, env, cooldown)  # None unless upstream_url
     app.config["wharf.upstream"] = upstream  # web pages and health: upstream.status()
-    simple_api.register(app, settings, catalog, access, env, upstream=upstream)
-    files.register(app, settings, catalog, access, env)
+    simple_api.register(app, settings, catalog, access, env, rules, upstream=upstream)
+    files.register(app, settings, catalog, access, env, rules)
     health.register(app, settings, catalog, access, upstream=upstream)
     web.register(app, settings, catalog, access, env)
-    publishing.register(app, settings, catalog, access, env)
+    publishing.register(app, settings, catalog, access, env, rules)
+    policy_routes.register(app, access, store)  # POST /_/status/<project>
     auth_request.register(app, settings, access)  # nginx asks before serving protected cache entries
 
     app.wsgi = ProxyHeaders(app.wsgi, settings.trusted_proxies, settings.server_base_url)

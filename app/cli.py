@@ -169,6 +169,7 @@ def cmd_catalog_change(args: argparse.Namespace) -> int:
         files, what = cli_targets(catalog, args.target)
         names = ", ".join(f.filename for f in files)
         if args.command == "remove":
+            record_cli_removals(settings, files)  # app/policy: immutable file names
             remove_files(catalog, files)
             log_cli("removed", what, f" ({names})")
             print(f"removed {names}")
@@ -211,6 +212,11 @@ def add_publishing_commands(commands: argparse._SubParsersAction) -> None:
 
 
 EXTRA_COMMANDS.append(add_publishing_commands)
+
+# `wharf status PROJECT STATUS` (PEP 792): app/policy/cli.py
+from .policy.cli import add_status_command, record_cli_removals  # noqa: E402
+
+EXTRA_COMMANDS.append(add_status_command)
 
 
 # --- availability: mirror (app.mirror) ------------------------------------------------------
@@ -326,7 +332,8 @@ def cmd_mirror(args: argparse.Namespace) -> int:
         result = mirror(index, storage_for(settings, dest=dest), index_url=index_url, cert=cert,
                         timeout=settings.upstream_timeout, requirements=args.requirements,
                         requirement_files=args.requirement_files, target_list=target_list, sdists=args.sdists,
-                        dry_run=args.dry_run, retries=args.retries, progress=progress)
+                        dry_run=args.dry_run, retries=args.retries, progress=progress,
+                        policy=settings)  # the upstream cooldown: app/policy/cooldown.py
     except (MirrorError, UpstreamError) as exc:
         progress.clear()
         print(f"wharf mirror: {exc}", file=sys.stderr)

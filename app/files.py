@@ -17,6 +17,7 @@ from .auth import Access
 from .caching import cache_control, etag_of, http_date, if_range_holds, index_cache_headers, not_modified
 from .catalog import Catalog, DistFile
 from .dists import METADATA_SUFFIX
+from .policy.rules import LocalRules
 from .settings import Settings
 from .storage import CHUNK, Storage
 
@@ -170,7 +171,8 @@ class Downloads:
 
 
 def register(app: Bottle, settings: Settings, catalog: Catalog, access: Access,
-             templates: jinja2.Environment) -> Downloads:
+             templates: jinja2.Environment, policy: LocalRules) -> Downloads:
+    """The download routes; ``policy`` refuses the files of quarantined projects (PEP 792)."""
     downloads = Downloads(settings, catalog, access)
     listing_cache: dict[int, tuple[bytes, str]] = {}
 
@@ -179,10 +181,12 @@ def register(app: Bottle, settings: Settings, catalog: Catalog, access: Access,
         access.require("download")
         dist = catalog.find(path)
         if dist is not None:
+            policy.check_download(dist.project, dist.filename)
             return downloads.send_file(dist)
         if path.endswith(METADATA_SUFFIX):
             dist = catalog.find(path[: -len(METADATA_SUFFIX)])
             if dist is not None:
+                policy.check_download(dist.project, dist.filename + METADATA_SUFFIX)
                 return downloads.send_metadata(dist)
         raise HTTPError(404, "no such package file")
 

@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +58,11 @@ class Settings:
     upstream_timeout: float = field(default=15.0, metadata={"help": "Seconds to wait for the upstream to connect or send data."})
     upstream_max_age: int = field(default=600, metadata={"help": "Seconds an upstream project listing is reused before asking upstream again."})
     upstream_cache_dir: Path | None = field(default=None, metadata={"help": "Where pulled-through files and listings are kept; empty means \"<state dir>/upstream\"."})
+    upstream_min_age: str = field(default="0", metadata={"help": "Cooldown: upstream files younger than this (e.g. 7d, 12h, 30m; 0 = off) are hidden from pages and refused, in the pull-through cache and `wharf mirror`. Local projects are never held back."})
+    upstream_exclude_newer: str = field(default="", metadata={"help": "Cooldown: upstream files uploaded after this RFC 3339 time (e.g. 2026-11-01T00:00:00Z) are hidden and refused; empty means no cutoff."})
+    upstream_untimed: str = field(default="hide", metadata={"help": "Upstream files without an upload time while a cooldown is on: \"hide\" (treated as too new) or \"allow\"."})
+    upstream_exempt: tuple[str, ...] = field(default=(), metadata={"help": "Upstream projects the cooldown does not apply to: fnmatch patterns on normalized names."})
+    upstream_allow_early: tuple[str, ...] = field(default=(), metadata={"help": "Single upstream releases let through the cooldown early (break glass), as \"name==version\"; each use is logged."})
 
     # --- access and publishing -------------------------------------------------------
     password_file: str = field(default="", metadata={"help": "htpasswd file with the users; \".\" or empty means no users."})
@@ -138,6 +145,14 @@ class Settings:
         negative = [name for name in ("index_max_age", "file_max_age", "file_recheck") if getattr(self, name) < 0]
         if negative:
             raise ValueError(f"{', '.join(negative)} must be 0 or more seconds")
+        duration_seconds(self.upstream_min_age)
+        if self.upstream_exclude_newer:
+            rfc3339_time(self.upstream_exclude_newer)
+        if self.upstream_untimed not in ("hide", "allow"):
+            raise ValueError("upstream_untimed must be hide or allow")
+        bad_pins = [p for p in self.upstream_allow_early if "==" not in p]
+        if bad_pins:
+            raise ValueError(f"upstream_allow_early takes name==version, not {', '.join(bad_pins)}")
         if self.hash_algo not in HASH_ALGOS:
             raise ValueError(f"hash_algo must be one of {', '.join(HASH_ALGOS)}")
         if self.authenticate and not self.password_file:
@@ -165,6 +180,31 @@ class Settings:
 
 
 HASH_ALGOS = ("sha256", "md5", "sha1", "sha224", "sha384", "sha512", "blake2b_256", "off")
+
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)([wdhms])")
+_UNITS = {"w": 604800, "d": 86400, "h": 3600, "m": 60, "s": 1}
+
+
+def duration_seconds(raw: str) -> float:
+    """Seconds in a duration like "7d", "12h", "1d12h", "90s" or "0" (a plain number is seconds)."""
+    text = raw.strip().lower().replace(" ", "")
+    try:
+        return float(text or 0)
+    except ValueError:
+        pass
+    if not _DURATION.fullmatch(text) and not re.fullmatch(f"(?:{_DURATION.pattern})+", text):
+        raise ValueError(f"{raw!r} is not a duration: use e.g. 7d, 12h, 30m, 90s or 0")
+    return sum(float(n) * _UNITS[unit] for n, unit in _DURATION.findall(text))
+
+
+def rfc3339_time(raw: str) -> datetime:
+    """An RFC 3339 / ISO 8601 time; one without a zone is taken as UTC."""
+    try:
+        moment = datetime.fromisoformat(raw.strip())
+    except ValueError:
+        raise ValueError(f"{raw!r} is not an RFC 3339 time such as 2026-11-01T00:00:00Z") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
 
 
 def env_name(name: str) -> str:

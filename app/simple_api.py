@@ -1,4 +1,4 @@
-"""The simple repository API as pip and uv use it: PEP 503, 629, 691, 700, 658/714, 592.
+"""The simple repository API as pip and uv use it: PEP 503, 629, 691, 700, 658/714, 592, 792.
 
 Here: the routes, content negotiation, and caching headers. Pages are built by
 app/simple_pages.py, once per project change, and kept in memory with their ETag.
@@ -16,6 +16,7 @@ from .auth import Access
 from .caching import index_cache_headers, not_modified
 from .catalog import Catalog, DistFile, Project
 from .dists import project_name
+from .policy.rules import LocalRules
 from .proxy import external_url
 from .settings import Settings
 from .simple_pages import (CONTENT_TYPES, HTML_V1, JSON_V1, TEXT_HTML, Page, PageFile, render_index,
@@ -92,8 +93,10 @@ def upload_time(f: DistFile) -> str:
 class SimpleAPI:
     """The pages of local projects and the project index, built once per change and kept."""
 
-    def __init__(self, settings: Settings, catalog: Catalog, templates: jinja2.Environment):
+    def __init__(self, settings: Settings, catalog: Catalog, templates: jinja2.Environment,
+                 policy: LocalRules):
         self.settings = settings
+        self.policy = policy  # PEP 792 statuses (app/policy/rules.py)
         self.catalog = catalog
         self.templates = templates
         self.pages: dict[tuple[str, str], Page] = {}
@@ -117,7 +120,7 @@ class SimpleAPI:
                 self._accept_cache[accept] = chosen
         return chosen
 
-    def _cached(self, key: tuple[str, str], source: object, render) -> Page:
+    def _cached(self, key: tuple, source: object, render) -> Page:
         page = self.pages.get(key)
         if page is None or page.source is not source:
             page = Page.of(source, render())
@@ -133,9 +136,14 @@ class SimpleAPI:
         return self._cached(key, names, lambda: render_index(self.templates, fmt, names))
 
     def project_page(self, project: Project, fmt: str) -> Page:
-        key = (project.name, JSON_V1 if fmt == JSON_V1 else "html")
+        status = self.policy.status(project.name)
+        # A status change renders a new page: the status is part of the key.
+        key = (project.name, JSON_V1 if fmt == JSON_V1 else "html", status)
+        # A quarantined project lists no files (PEP 792).
+        files = () if status.hides_files else project.files
         return self._cached(key, project, lambda: render_project(
-            self.templates, fmt, project.name, project.versions, [self._entry(f) for f in project.files]))
+            self.templates, fmt, project.name, project.versions if files else (), [self._entry(f) for f in files],
+            (status.status, status.reason)))
 
     def _entry(self, f: DistFile) -> PageFile:
         algo = self.fragment_algo
@@ -175,9 +183,9 @@ def valid_project_name(name: str) -> str:
 
 
 def register(app: Bottle, settings: Settings, catalog: Catalog, access: Access,
-             templates: jinja2.Environment, upstream=None) -> SimpleAPI:
+             templates: jinja2.Environment, policy: LocalRules, upstream=None) -> SimpleAPI:
     """The simple API routes; ``upstream`` is the pull-through cache (app/upstream/pull_through.py), if on."""
-    api = SimpleAPI(settings, catalog, templates)
+    api = SimpleAPI(settings, catalog, templates, policy)
     private = access.protects("list")
     max_age = settings.index_max_age
 

@@ -1,4 +1,4 @@
-"""Simple API pages (PEP 503/691/700/658/592): the media types and the JSON and HTML renderings.
+"""Simple API pages (PEP 503/691/700/658/592/792): the media types and the JSON and HTML renderings.
 
 One builder for every page the index serves: the simple API's pages of local projects and
 the pull-through cache's pages of upstream ones. A page is rendered once, kept with its
@@ -15,7 +15,7 @@ import jinja2
 
 from .caching import etag_of
 
-API_VERSION = "1.1"
+API_VERSION = "1.4"  # 1.4: PEP 792 project status markers
 JSON_V1 = "application/vnd.pypi.simple.v1+json"
 HTML_V1 = "application/vnd.pypi.simple.v1+html"
 TEXT_HTML = "text/html"
@@ -60,10 +60,14 @@ def render_index(templates: jinja2.Environment, fmt: str, names: Iterable[str]) 
 
 
 def render_project(templates: jinja2.Environment, fmt: str, name: str, versions: Iterable[str],
-                   files: Iterable[PageFile]) -> bytes:
-    """A project's page: JSON for ``JSON_V1``, HTML for the other types."""
+                   files: Iterable[PageFile], status: tuple[str, str] | None = None) -> bytes:
+    """A project's page: JSON for ``JSON_V1``, HTML for the other types.
+
+    ``status`` is the PEP 792 (status, reason) to mark the page with ("" for no reason);
+    None leaves the marker out (an upstream that gave none).
+    """
     if fmt == JSON_V1:
-        return _project_json(name, versions, files)
+        return _project_json(name, versions, files, status)
     links = [
         {
             "href": f.url + f.fragment,
@@ -75,10 +79,11 @@ def render_project(templates: jinja2.Environment, fmt: str, name: str, versions:
         for f in files
     ]
     return templates.get_template("simple/project.html").render(
-        api_version=API_VERSION, name=name, links=links).encode()
+        api_version=API_VERSION, name=name, links=links, status=status).encode()
 
 
-def _project_json(name: str, versions: Iterable[str], files: Iterable[PageFile]) -> bytes:
+def _project_json(name: str, versions: Iterable[str], files: Iterable[PageFile],
+                  status: tuple[str, str] | None) -> bytes:
     entries = []
     for f in files:
         meta = {"sha256": f.metadata_sha256} if f.metadata_sha256 else False
@@ -92,4 +97,6 @@ def _project_json(name: str, versions: Iterable[str], files: Iterable[PageFile])
         entry["dist-info-metadata"] = meta
         entries.append(entry)
     data = {"meta": {"api-version": API_VERSION}, "name": name, "versions": list(versions), "files": entries}
+    if status is not None:
+        data["project-status"] = {"status": status[0], **({"reason": status[1]} if status[1] else {})}
     return json.dumps(data, separators=(",", ":")).encode()

@@ -7,6 +7,8 @@ published, never over an existing file. A re-run downloads nothing that is there
 
 from __future__ import annotations
 
+import contextlib
+
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -14,9 +16,12 @@ from typing import Protocol
 from packaging.version import InvalidVersion, Version
 
 from ..dists import InvalidDistribution, parse_filename
+from ..policy.cooldown import Cooldown
+from ..settings import Settings
 from ..storage import Storage
 from ..upstream.client import UpstreamIndex
 from ..upstream.listings import HashMismatch, Listing, UpstreamError, UpstreamFile
+from .filtered_view import filtered_index
 from .resolve import MirrorError, Target, Wanted, is_pylock, read_pylock, resolve
 
 
@@ -88,11 +93,14 @@ class Silent:
 def mirror(index: UpstreamIndex, storage: Storage, *, index_url: str, cert: Path | None, timeout: float,
            requirements: list[str], requirement_files: list[Path], target_list: list[Target],
            sdists: bool = True, dry_run: bool = False, retries: int | None = None,
-           progress: Progress | None = None) -> Result:
+           progress: Progress | None = None, policy: Settings | None = None) -> Result:
     """Mirror ``requirements`` for every target into ``storage`` (its first root); see the module docstring.
 
-    Files in any of the storage's roots count as present.
+    Files in any of the storage's roots count as present. With an upstream cooldown in
+    ``policy`` (the upstream_* settings), pip resolves against the upstream as the policy
+    shows it (app/mirror/filtered_view.py), and every file is judged again before download.
     """
+    cooldown = Cooldown.from_settings(policy) if policy is not None else Cooldown()
     progress = progress or Silent()
     result = Result()
     locks = [p for p in requirement_files if is_pylock(p)]
@@ -103,20 +111,11 @@ def mirror(index: UpstreamIndex, storage: Storage, *, index_url: str, cert: Path
         for w in read_pylock(lock):
             wanted.setdefault(w.filename, w)
     if requirements or plain_files:
-        for target in target_list:
-            progress.show(f"resolving for {target}")
-            try:
-                resolved = resolve(index_url, cert, timeout, target, requirements, plain_files, retries=retries)
-            except MirrorError as exc:
-                # pip -q says "no matching distribution" for a refused certificate or password too.
-                try:
-                    index.probe()
-                except UpstreamError as why:
-                    raise MirrorError(f"{exc}\nthe upstream itself: {why}") from None
-                raise
-            for w in resolved:
-                wanted.setdefault(w.filename, w)
-            progress.clear()
+        # With a cooldown, pip asks a loopback view of the upstream that shows only what it allows.
+        view = filtered_index(policy, index_url, cert) if cooldown.active else contextlib.nullcontext(index_url)
+        with view as resolve_url:
+            _resolve_all(index, resolve_url, None if cooldown.active else cert, timeout, requirements, plain_files,
+                         target_list, retries, progress, wanted)
 
     listings: dict[str, Listing | None] = {}
 
@@ -134,7 +133,8 @@ def mirror(index: UpstreamIndex, storage: Storage, *, index_url: str, cert: Path
                 result.errors.append(str(exc))
                 continue
             sdist = sdist_of(listing, version) if listing else None
-            if sdist is not None:
+            # An sdist the cooldown holds back is left out, not an error: the wheels are enough.
+            if sdist is not None and cooldown.check(project, sdist.filename, sdist.upload_time, "mirror sdist").allowed:
                 wanted.setdefault(sdist.filename, Wanted(project, version, sdist.filename))
 
     have = existing_files(storage)
@@ -159,6 +159,10 @@ def mirror(index: UpstreamIndex, storage: Storage, *, index_url: str, cert: Path
         if conflict:
             result.errors.append(conflict)
             continue
+        verdict = cooldown.check(w.project, w.filename, entry.upload_time, "mirror download")
+        if not verdict.allowed:
+            result.errors.append(verdict.explain(w.filename))
+            continue
         if dry_run:
             result.added.append((w.filename, entry.size or 0))
             continue
@@ -179,6 +183,26 @@ def mirror(index: UpstreamIndex, storage: Storage, *, index_url: str, cert: Path
         progress.added(w.filename, size)
     progress.clear()
     return result
+
+
+def _resolve_all(index: UpstreamIndex, index_url: str, cert: Path | None, timeout: float, requirements: list[str],
+                 plain_files: list[Path], target_list: list[Target], retries: int | None, progress: Progress,
+                 wanted: dict[str, Wanted]) -> None:
+    """pip's resolution for every target, added to ``wanted``."""
+    for target in target_list:
+        progress.show(f"resolving for {target}")
+        try:
+            resolved = resolve(index_url, cert, timeout, target, requirements, plain_files, retries=retries)
+        except MirrorError as exc:
+            # pip -q says "no matching distribution" for a refused certificate or password too.
+            try:
+                index.probe()
+            except UpstreamError as why:
+                raise MirrorError(f"{exc}\nthe upstream itself: {why}") from None
+            raise
+        for w in resolved:
+            wanted.setdefault(w.filename, w)
+        progress.clear()
 
 
 def _lock_conflict(w: Wanted, entry: UpstreamFile) -> str | None:

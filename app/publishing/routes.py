@@ -20,6 +20,7 @@ from ..auth import Access, Refusal
 from ..catalog import Catalog, CatalogUnavailable, DistFile
 from ..dists import (CoreMetadata, DistName, InvalidDistribution, check_archive, parse_filename, project_name,
                      read_core_metadata)
+from ..policy.rules import LocalRules
 from ..settings import Settings
 from .changes import remove_files, select_files, yank_files
 from .release_slots import shadowed_file
@@ -59,8 +60,9 @@ def upload_filename(filename: str | None) -> DistName:
 class Publisher:
     """The HTTP side of publishing."""
 
-    def __init__(self, settings: Settings, catalog: Catalog, access: Access):
+    def __init__(self, settings: Settings, catalog: Catalog, access: Access, policy: LocalRules):
         self.settings = settings
+        self.policy = policy  # statuses (PEP 792), immutable file names: app/policy/rules.py
         self.catalog = catalog
         self.storage = catalog.storage
         self.access = access
@@ -85,6 +87,7 @@ class Publisher:
                 def check_file(filename: str) -> None:
                     upload_filename(filename)
                     self.access.require_project(user, parse_filename(filename).project)
+                    self.policy.check_upload(parse_filename(filename).project, filename)  # PEP 792
 
                 reader = FormReader(self.storage, stack, max_file_size=self.settings.max_upload_size,
                                     algorithms=self.algorithms, check_file=check_file)
@@ -190,6 +193,7 @@ class Publisher:
                 raise Refusal(409, f"{filename} already exists{where} with different content")
         if not self.settings.overwrite:
             self._refuse_shadowing(filename, user)
+        self.policy.check_republish(filename, sha256)  # a removed file's name keeps its bytes
         try:
             relpath = received.file.publish(replace=self.settings.overwrite)
         except FileExistsError:
@@ -267,12 +271,14 @@ class Publisher:
 
     def remove_release(self, form: Form, user: str) -> str:
         files, what = self._targets(form, user, by_file=False)
+        self.policy.record_removals(files, user)
         removed = remove_files(self.catalog, files)
         log.info("removed %s (%s) by %s from %s", what, ", ".join(removed), user, self.client())
         return f"removed {', '.join(removed)}\n"
 
     def remove_file(self, form: Form, user: str) -> str:
         files, what = self._targets(form, user, by_file=True)
+        self.policy.record_removals(files, user)
         removed = remove_files(self.catalog, files)
         log.info("removed %s by %s from %s", ", ".join(removed), user, self.client())
         return f"removed {', '.join(removed)}\n"
@@ -299,14 +305,15 @@ class Publisher:
             body.drain()
             log.info("refused DELETE %s from %s (user %s): %s", path[:200], self.client(), user or "-", error.body)
             raise
+        self.policy.record_removals([dist], user)
         removed = remove_files(self.catalog, [dist])
         log.info("removed %s by %s from %s", ", ".join(removed), user, self.client())
         return f"removed {', '.join(removed)}\n"
 
 
 def register(app: Bottle, settings: Settings, catalog: Catalog, access: Access,
-             templates: jinja2.Environment) -> Publisher:
-    publisher = Publisher(settings, catalog, access)
+             templates: jinja2.Environment, policy: LocalRules) -> Publisher:
+    publisher = Publisher(settings, catalog, access, policy)
     catalog.storage.remove_stale_temporaries(settings.timeout + 60)
 
     def answer(text: str) -> str:

@@ -16,6 +16,7 @@ from urllib.parse import unquote, urljoin, urlsplit
 from packaging.version import InvalidVersion, Version
 
 from ..dists import InvalidDistribution, has_dist_suffix, parse_filename
+from ..policy.store import STATUSES
 
 # Hashes we can check, strongest usual one first; a listing must give at least one.
 VERIFIABLE = ("sha256", "sha384", "sha512", "blake2b_256")
@@ -58,6 +59,7 @@ class Listing:
     files: tuple[UpstreamFile, ...]
     versions: tuple[str, ...] = ()
     fetched: float = field(default_factory=time.time)
+    status: tuple[str, str] | None = None  # PEP 792 (status, reason) as upstream gives it, if it does
 
     def file(self, filename: str) -> UpstreamFile | None:
         for f in self.files:
@@ -67,13 +69,16 @@ class Listing:
 
     def to_json(self) -> str:
         return json.dumps({"project": self.project, "fetched": self.fetched, "versions": list(self.versions),
-                           "files": [asdict(f) for f in self.files]})
+                           "files": [asdict(f) for f in self.files],
+                           "status": list(self.status) if self.status else None})
 
     @classmethod
     def from_json(cls, text: str) -> Listing:
         data = json.loads(text)
         files = tuple(UpstreamFile(**f) for f in data["files"])
-        return cls(data["project"], files, tuple(data.get("versions", ())), data["fetched"])
+        status = data.get("status")
+        return cls(data["project"], files, tuple(data.get("versions", ())), data["fetched"],
+                   (str(status[0]), str(status[1])) if status else None)
 
 
 def safe_filename(filename: str) -> bool:
@@ -94,6 +99,13 @@ def _metadata_hashes(value) -> dict[str, str] | None:
         hashes = {str(k): str(v) for k, v in value.items() if k in VERIFIABLE}
         return hashes or None
     return None
+
+
+def project_status(status, reason) -> tuple[str, str] | None:
+    """A PEP 792 (status, reason) from an upstream page; None when it gives none or one we don't know."""
+    if not isinstance(status, str) or status not in STATUSES:
+        return None
+    return status, reason if isinstance(reason, str) else ""
 
 
 def versions_of(files: tuple[UpstreamFile, ...], given) -> tuple[str, ...]:
@@ -136,7 +148,9 @@ def parse_json_listing(project: str, body: bytes, base_url: str) -> Listing:
             upload_time=entry.get("upload-time") if isinstance(entry.get("upload-time"), str) else None,
         ))
     files_t = tuple(files)
-    return Listing(project, files_t, versions_of(files_t, data.get("versions")))
+    marker = data.get("project-status") if isinstance(data.get("project-status"), dict) else {}
+    return Listing(project, files_t, versions_of(files_t, data.get("versions")),
+                   status=project_status(marker.get("status"), marker.get("reason")))
 
 
 class _Anchors(html.parser.HTMLParser):
@@ -144,9 +158,15 @@ class _Anchors(html.parser.HTMLParser):
         super().__init__(convert_charrefs=True)
         self.base: str | None = None
         self.anchors: list[dict[str, str | None]] = []
+        self.meta: dict[str, str] = {}  # pypi:* meta tags (PEP 629, 792)
 
     def handle_starttag(self, tag, attrs):
-        if tag == "base" and self.base is None:
+        if tag == "meta":
+            values = dict(attrs)
+            name = values.get("name") or ""
+            if name.startswith("pypi:") and values.get("content") is not None:
+                self.meta.setdefault(name, values["content"])
+        elif tag == "base" and self.base is None:
             self.base = dict(attrs).get("href")
         elif tag == "a":
             self.anchors.append(dict(attrs))
@@ -184,4 +204,6 @@ def parse_html_listing(project: str, body: bytes, base_url: str) -> Listing:
             core_metadata=meta_hashes,
         ))
     files_t = tuple(files)
-    return Listing(project, files_t, versions_of(files_t, ()))
+    return Listing(project, files_t, versions_of(files_t, ()),
+                   status=project_status(parser.meta.get("pypi:project-status"),
+                                         parser.meta.get("pypi:project-status-reason")))

@@ -10,7 +10,10 @@ Rules the cache keeps:
   again), so nobody can shadow a private package by publishing its name upstream;
 - bytes whose hash does not match the listing are refused and never stored;
 - when upstream cannot be reached, the last listing fetched is served, cut down to the
-  files that are cached, so installs that worked before keep working.
+  files that are cached, so installs that worked before keep working;
+- the upstream cooldown (app/policy/cooldown.py) hides files too new to offer and refuses
+  their file and metadata URLs, cached or not; a project upstream marks quarantined
+  (PEP 792) lists and serves nothing; upstream's status marker is passed on.
 
 Cached files live under ``upstream_cache_path`` (by default in the state dot-folder), not in
 the packages directories, kept by a LocalStorage of their own: they never become local
@@ -40,6 +43,7 @@ from ..caching import cache_control, http_date
 from ..catalog import Catalog
 from ..dists import METADATA_SUFFIX, project_name
 from ..files import content_type, send_stored
+from ..policy.cooldown import Cooldown
 from ..settings import Settings
 from ..simple_pages import Page, PageFile, render_project
 from ..storage import CHUNK, LocalStorage
@@ -62,8 +66,10 @@ class PullThrough:
     ``status()`` is what the health endpoint and the web pages show about the upstream.
     """
 
-    def __init__(self, settings: Settings, catalog: Catalog, templates: jinja2.Environment):
+    def __init__(self, settings: Settings, catalog: Catalog, templates: jinja2.Environment,
+                 cooldown: Cooldown | None = None):
         self.settings = settings
+        self.cooldown = cooldown or Cooldown()
         self.catalog = catalog
         self.templates = templates
         self.index = UpstreamIndex(settings.upstream_url, settings.upstream_cert, settings.upstream_timeout)
@@ -73,7 +79,8 @@ class PullThrough:
         self.allow = tuple(p.lower() for p in settings.upstream_allow)
         self.deny = tuple(p.lower() for p in settings.upstream_deny)
         self._listings: dict[str, Listing] = {}  # the most recent MEMORY_LISTINGS, by project
-        self._pages: dict[tuple[str, str], Page] = {}  # rendered online pages, by (project, format)
+        # Rendered online pages, by (project, format), with when the cooldown next changes them.
+        self._pages: dict[tuple[str, str], tuple[Page, float | None]] = {}
         self._missing: dict[str, float] = {}  # projects upstream said it lacks, and when
         self._probe_lock = threading.Lock()
         for sub in ("pages", "files", "metadata"):
@@ -159,23 +166,30 @@ class PullThrough:
         if listing is None:
             return None
         if online:
-            page = self._pages.get((project, fmt))
-            if page is None or page.source is not listing:
-                page = Page.of(listing, self._render(listing, self._servable(listing.files), fmt, online))
+            page, until = self._pages.get((project, fmt), (None, None))
+            if page is None or page.source is not listing or (until is not None and time.time() >= until):
+                files, until = self._servable(listing)
+                page = Page.of(listing, self._render(listing, files, fmt, online))
                 if len(self._pages) >= 2 * MEMORY_LISTINGS:
                     self._pages.clear()
-                self._pages[(project, fmt)] = page
+                self._pages[(project, fmt)] = (page, until)
             return page
         # Offline: only what is cached can be installed, so offer only that.
-        files = tuple(f for f in self._servable(listing.files) if self._cached(self._file_key(project, f.filename)))
+        files = tuple(f for f in self._servable(listing)[0] if self._cached(self._file_key(project, f.filename)))
         if not files:
             raise _gateway_error(f"upstream unreachable and no file of {project} is cached")
         return Page.of(listing, self._render(listing, files, fmt, online))
 
-    @staticmethod
-    def _servable(files: tuple[UpstreamFile, ...]) -> tuple[UpstreamFile, ...]:
+    def _servable(self, listing: Listing) -> tuple[tuple[UpstreamFile, ...], float | None]:
+        """(the files a page offers, when the cooldown next lets one more in, or None)."""
+        if listing.status and listing.status[0] == "quarantined":
+            return (), None
         # A file without a hash we can check would be refused: don't offer it.
-        return tuple(f for f in files if any(a in f.hashes for a in VERIFIABLE))
+        files = [f for f in listing.files if any(a in f.hashes for a in VERIFIABLE)]
+        if not self.cooldown.active:
+            return tuple(files), None
+        kept, until = self.cooldown.visible(listing.project, files)
+        return tuple(kept), until
 
     def _advertised_metadata(self, project: str, f: UpstreamFile, online: bool) -> str | None:
         if not f.core_metadata or "sha256" not in f.core_metadata:
@@ -195,8 +209,8 @@ class PullThrough:
                 requires_python=f.requires_python, yanked=f.yanked,
                 metadata_sha256=self._advertised_metadata(project, f, online), size=f.size,
                 upload_time=f.upload_time))
-        versions = listing.versions if online else versions_of(files, ())
-        return render_project(self.templates, fmt, project, versions, entries)
+        versions = listing.versions if online and not self.cooldown.active else versions_of(files, ())
+        return render_project(self.templates, fmt, project, versions, entries, listing.status)
 
     # --- files ---------------------------------------------------------------------------
     @staticmethod
@@ -225,6 +239,8 @@ class PullThrough:
             raise HTTPError(404, "no such upstream file")
         key = self._metadata_key(project, dist_name) if is_metadata else self._file_key(project, dist_name)
         if self._cached(key):
+            # A policy tightened since the file was cached holds it back all the same.
+            self._check_policy(project, self._stored(project), dist_name, filename)
             return key
         try:
             listing, _online = self.listing(project)
@@ -233,6 +249,7 @@ class PullThrough:
         entry = listing.file(dist_name) if listing else None
         if entry is None or (is_metadata and not entry.core_metadata):
             raise HTTPError(404, f"upstream does not list {filename}")
+        self._check_policy(project, listing, dist_name, filename)
         try:
             if is_metadata:
                 with self.store.new_file(key) as new:
@@ -263,6 +280,18 @@ class PullThrough:
             raise _gateway_error(f"cannot fetch {filename} from upstream: {exc}") from None
         log.info("cached %s from upstream", filename)
         return key
+
+    def _check_policy(self, project: str, listing: Listing | None, dist_name: str, filename: str) -> None:
+        """Refuse (403, saying why and until when) a file of a quarantined project or one too new."""
+        if listing is not None and listing.status and listing.status[0] == "quarantined":
+            log.info("refused %s: upstream marks %s quarantined (PEP 792)", filename, project)
+            raise _policy_error(f"upstream marks {project} quarantined; its files are not served")
+        if not self.cooldown.active:
+            return
+        entry = listing.file(dist_name) if listing is not None else None
+        verdict = self.cooldown.check(project, dist_name, entry.upload_time if entry else None, "download")
+        if not verdict.allowed:
+            raise _policy_error(verdict.explain(filename))
 
     def _relay(self, upstream, verifier: Verifier, key: str, length: int) -> HTTPResponse:
         """Pass a large file on as it arrives, holding back its last chunk until its hash checks.
@@ -366,6 +395,7 @@ class PullThrough:
             "cached_files": files,
             "cached_projects": projects,
             "cached_bytes": size,
+            "cooldown": self.cooldown.describe(),
         }
 
 
@@ -375,12 +405,18 @@ def _gateway_error(message: str) -> HTTPResponse:
                         headers={"Content-Type": "text/plain; charset=utf-8", "Cache-Control": "no-store"})
 
 
+def _policy_error(message: str) -> HTTPResponse:
+    # Held back by policy, not broken: a 403 with the reason, never cached (the policy can change).
+    return HTTPResponse(f"403 Forbidden: {message}\n", status=403,
+                        headers={"Content-Type": "text/plain; charset=utf-8", "Cache-Control": "no-store"})
+
+
 def register(app: Bottle, settings: Settings, catalog: Catalog, access: Access,
-             templates: jinja2.Environment) -> PullThrough | None:
+             templates: jinja2.Environment, cooldown: Cooldown | None = None) -> PullThrough | None:
     """The pull-through cache's file route; returns the cache (None when it is off)."""
     if not settings.upstream_url:
         return None
-    cache = PullThrough(settings, catalog, templates)
+    cache = PullThrough(settings, catalog, templates, cooldown)
     cache.private = access.protects("download")
 
     @app.route("/upstream/<project>/<filename>", method=["GET", "HEAD"])

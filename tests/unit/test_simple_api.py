@@ -170,9 +170,9 @@ def test_content_types_and_vary(app, path, accept, query, content_type):
     assert "max-age=1" in headers["cache-control"]
     assert headers["etag"].startswith('"')
     if content_type == JSON_V1:
-        assert json.loads(body)["meta"]["api-version"] == "1.1"
+        assert json.loads(body)["meta"]["api-version"] == "1.4"  # PEP 792 status markers
     else:
-        assert Links(body).meta["pypi:repository-version"] == "1.1"
+        assert Links(body).meta["pypi:repository-version"] == "1.4"
 
 
 @pytest.mark.parametrize("path", ["/simple/", "/simple/foo-bar/"])
@@ -207,7 +207,7 @@ def test_index_lists_projects(app):
     assert set(Links(body).anchors) == {"foo-bar", "other-pkg", "plus"}
     assert Links(body).anchors["foo-bar"]["href"] == "foo-bar/"
     _s, _h, body = get(app, "/simple/", JSON_V1)
-    assert json.loads(body) == {"meta": {"api-version": "1.1"},
+    assert json.loads(body) == {"meta": {"api-version": "1.4"},
                                 "projects": [{"name": "foo-bar"}, {"name": "other-pkg"}, {"name": "plus"}]}
 
 
@@ -232,7 +232,8 @@ def test_project_json_pep_691_and_700(app, tree):
     assert status == 200
     data = json.loads(body)
     assert data["name"] == "foo-bar"
-    assert data["meta"] == {"api-version": "1.1"}
+    assert data["meta"] == {"api-version": "1.4"}
+    assert data["project-status"] == {"status": "active"}
     # PEP 440 order, not string order.
     assert data["versions"] == ["1.0", "1.9", "1.10", "2.0rc1"]
     files = {f["filename"]: f for f in data["files"]}

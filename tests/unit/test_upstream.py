@@ -103,10 +103,13 @@ def test_allow_and_deny_lists(tmp_path: Path, allow, deny, name, allowed):
     assert PullThrough(settings, catalog=None, templates=None).allowed(name) is allowed
 
 
-def test_files_without_a_checkable_hash_are_not_offered():
+def test_files_without_a_checkable_hash_are_not_offered(tmp_path: Path):
     files = (UpstreamFile("a-1.0.tar.gz", "u", {"md5": "00"}), UpstreamFile("b-1.0.tar.gz", "u", {}),
              UpstreamFile("c-1.0.tar.gz", "u", {"sha512": "ff"}))
-    assert [f.filename for f in PullThrough._servable(files)] == ["c-1.0.tar.gz"]
+    settings = Settings(packages=(tmp_path,), upstream_url="http://127.0.0.1:9/simple/")
+    cache = PullThrough(settings, catalog=None, templates=None)
+    offered, _until = cache._servable(Listing("a", files))
+    assert [f.filename for f in offered] == ["c-1.0.tar.gz"]
 
 
 @pytest.mark.slow

@@ -1,0 +1,132 @@
+"""The durable policy records: project statuses (PEP 792) and the removals of published files.
+
+Unlike the catalog database, nothing here can be derived from the package files, so it
+lives in a file of its own (``policy.sqlite3`` in the state directory) that survives a
+catalog rebuild. ``PolicyStore`` is the interface the app uses; ``SQLitePolicyStore`` is
+the one implementation today (a PostgreSQL one can follow behind the same methods).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from ..settings import Settings
+
+FILENAME = "policy.sqlite3"
+STATUSES = ("active", "archived", "deprecated", "quarantined")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS project_status(
+    project TEXT PRIMARY KEY, status TEXT NOT NULL, reason TEXT NOT NULL,
+    changed_by TEXT NOT NULL, changed_at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS removals(
+    filename TEXT NOT NULL, sha256 TEXT NOT NULL, removed_by TEXT NOT NULL, removed_at REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS removals_filename ON removals(filename);
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class ProjectStatus:
+    """A project's PEP 792 status marker and its free-text reason ("" for none)."""
+
+    status: str = "active"
+    reason: str = ""
+
+    @property
+    def refuses_uploads(self) -> bool:
+        return self.status in ("archived", "quarantined")
+
+    @property
+    def hides_files(self) -> bool:
+        return self.status == "quarantined"
+
+
+ACTIVE = ProjectStatus()
+
+
+@dataclass(frozen=True, slots=True)
+class Removal:
+    """A published file that was removed: its name, the sha256 it had, who removed it and when."""
+
+    filename: str
+    sha256: str
+    removed_by: str
+    removed_at: float
+
+
+class PolicyStore(Protocol):
+    """What the app asks of the durable policy records."""
+
+    def status(self, project: str) -> ProjectStatus: ...
+
+    def set_status(self, project: str, status: ProjectStatus, by: str) -> None: ...
+
+    def record_removal(self, filename: str, sha256: str, by: str) -> None: ...
+
+    def removals(self, filename: str) -> list[Removal]: ...
+
+    def close(self) -> None: ...
+
+
+class SQLitePolicyStore:
+    """The policy records in a small SQLite file every worker shares.
+
+    Statuses are read on every page and upload, so they are kept in memory and reloaded
+    only when another connection changed the file (SQLite's ``data_version``).
+    """
+
+    def __init__(self, path: Path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.executescript(SCHEMA)
+        self._version: int | None = None
+        self._statuses: dict[str, ProjectStatus] = {}
+
+    def _fresh_statuses(self) -> dict[str, ProjectStatus]:
+        with self._lock:
+            version = self._db.execute("PRAGMA data_version").fetchone()[0]
+            if version != self._version:
+                rows = self._db.execute("SELECT project, status, reason FROM project_status").fetchall()
+                self._statuses = {p: ProjectStatus(s, r) for p, s, r in rows if s != "active" or r}
+                self._version = version
+            return self._statuses
+
+    def status(self, project: str) -> ProjectStatus:
+        return self._fresh_statuses().get(project, ACTIVE)
+
+    def set_status(self, project: str, status: ProjectStatus, by: str) -> None:
+        if status.status not in STATUSES:
+            raise ValueError(f"unknown status {status.status!r}: use {', '.join(STATUSES)}")
+        with self._lock:
+            self._db.execute(
+                "INSERT INTO project_status VALUES (?, ?, ?, ?, ?) ON CONFLICT(project) DO UPDATE SET "
+                "status=excluded.status, reason=excluded.reason, changed_by=excluded.changed_by, "
+                "changed_at=excluded.changed_at", (project, status.status, status.reason, by, time.time()))
+            self._version = None  # our own writes do not move data_version for this connection
+
+    def record_removal(self, filename: str, sha256: str, by: str) -> None:
+        with self._lock:
+            self._db.execute("INSERT INTO removals VALUES (?, ?, ?, ?)", (filename, sha256, by, time.time()))
+
+    def removals(self, filename: str) -> list[Removal]:
+        with self._lock:
+            rows = self._db.execute("SELECT filename, sha256, removed_by, removed_at FROM removals "
+                                    "WHERE filename = ? ORDER BY removed_at", (filename,)).fetchall()
+        return [Removal(*row) for row in rows]
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+
+def policy_store_for(settings: Settings) -> SQLitePolicyStore:
+    """The policy store of an index (``policy.sqlite3`` in its state directory)."""
+    return SQLitePolicyStore(Path(settings.state_path) / FILENAME)
