@@ -11,7 +11,7 @@ from pathlib import Path
 import bottle
 import jinja2
 
-from . import auth_request, cross_site, files, health, publishing, simple_api, web
+from . import auth_request, cache_refresh, cross_site, files, health, publishing, simple_api, web
 from .policy import routes as policy_routes
 from .policy.cooldown import Cooldown
 from .policy.rules import LocalRules
@@ -26,10 +26,23 @@ __all__ = ["create_app", "Settings"]
 
 log = logging.getLogger("wharf")
 
+# Seconds any cache may keep a 404.
+NOT_FOUND_MAX_AGE = 5
+
 
 def _plain_error(error: bottle.HTTPError) -> str:
     """Errors as one line of text: uv shows the body, twine the reason phrase."""
     bottle.response.set_header("Content-Type", "text/plain; charset=utf-8")
+    # What a cache in front of Wharf may keep of an error (any cache: a third-party nginx
+    # with "proxy_cache_valid any 5m" obeys these over its own lifetimes). A refusal depends
+    # on the credentials sent: never stored. A 404 may be kept a few seconds, no longer
+    # (a project uploaded next must show); Wharf's own nginx stores it too, so that its
+    # refresh of a removed file or project replaces the old copy (app/cache_refresh.py).
+    if error.status_code in (401, 403):
+        bottle.response.set_header("Cache-Control", "no-store")
+    elif error.status_code == 404:
+        bottle.response.set_header("Cache-Control", f"max-age={NOT_FOUND_MAX_AGE}")
+        bottle.response.set_header("X-Accel-Expires", str(NOT_FOUND_MAX_AGE))
     # A Refusal is an answer the app chose, with its reason (507: the disk is full); other
     # 5xx are failures, whose details stay in the log.
     if error.status_code >= 500 and not isinstance(error, Refusal):
@@ -53,8 +66,13 @@ def templates() -> jinja2.Environment:
 def create_app(settings: Settings, *, watch: bool = True) -> bottle.Bottle:
     """A fresh index app for ``settings``; ``watch`` keeps following the directories."""
     catalog = Catalog(settings)  # on storage_for(settings): the packages directories
+    # Every nginx in front fetches again what a change touched, before it is acknowledged;
+    # the scanner does it for files dropped in by hand (and again for everyone's changes).
+    refresher = cache_refresh.CacheRefresher(settings, cache_refresh.shared_key(settings.state_path))
+    catalog.after_scan = refresher.refresh_since
     catalog.start() if watch else catalog.open()
     access = Access(settings)
+    access.refresh_key = refresher.key  # nginx's refreshes may read protected pages
     env = templates()
 
     app = bottle.Bottle(catchall=True)
@@ -79,8 +97,8 @@ def create_app(settings: Settings, *, watch: bool = True) -> bottle.Bottle:
     files.register(app, settings, catalog, access, env, rules)
     health.register(app, settings, catalog, access, upstream=upstream)
     web.register(app, settings, catalog, access, env)
-    publishing.register(app, settings, catalog, access, env, rules)
-    policy_routes.register(app, access, store)  # POST /_/status/<project>
+    publishing.register(app, settings, catalog, access, env, rules, refresher=refresher)
+    policy_routes.register(app, access, store, refresher)  # POST /_/status/<project>
     auth_request.register(app, settings, access)  # nginx asks before serving protected cache entries
 
     app.wsgi = ProxyHeaders(app.wsgi, settings.trusted_proxies, settings.server_base_url)

@@ -42,6 +42,7 @@ from passlib.apache import HtpasswdFile
 from passlib.context import CryptContext
 
 from .atomic import write_file
+from .cache_refresh import KEY_HEADER, holds_key
 from .settings import Settings
 from .throttle import FailureThrottle, Memory
 
@@ -80,6 +81,8 @@ class Unauthorized(Refusal):
     def __init__(self, message: str):
         super().__init__(401, message)
         self.add_header("WWW-Authenticate", f'Basic realm="{REALM}", charset="UTF-8"')
+        # No cache may keep it: the right password must work at once.
+        self.add_header("Cache-Control", "no-store")
 
 
 class Forbidden(Refusal):
@@ -163,6 +166,8 @@ class Access:
         self._secret = secrets.token_bytes(32)
         self._fallback_hash: str | None = None
         self._lock = threading.Lock()
+        # The app servers' key that lets nginx's refresh server read pages (create_app sets it).
+        self.refresh_key: str | None = None
         self._load()
         with contextlib.suppress(LookupError):
             self._project_rules()  # a broken permissions file is logged at start, not at the first upload
@@ -366,6 +371,8 @@ class Access:
             raise Forbidden("this index takes no uploads: it has no password file (start it with --password-file)")
         if not self.protects(action):
             return None
+        if action != "update" and holds_key(request.get_header(KEY_HEADER), self.refresh_key):
+            return None  # nginx's refresh of a cached page (app/cache_refresh.py): reads only
         creds = self.credentials()
         if creds is None:
             raise Unauthorized(f"authentication required to {action}")

@@ -29,18 +29,20 @@ def cache_control(max_age: int, *, private: bool, immutable: bool = False) -> st
     return ", ".join(parts)
 
 
-def index_cache_headers(max_age: int, *, private: bool) -> dict[str, str]:
+def index_cache_headers(max_age: int, *, private: bool, keep: int | None = None) -> dict[str, str]:
     """Headers of a page that changes (index pages): Cache-Control, and its lifetime for nginx.
 
+    Clients get ``max_age``; nginx keeps the page ``keep`` seconds (default: ``max_age``),
+    which is long while the app refreshes nginx after every change (app/cache_refresh.py).
     nginx keeps a response until its expiry second has passed, counting in whole
     seconds, so "max-age=1" lives 1 to 2 s there. X-Accel-Expires (read by nginx,
     never passed on to clients) gives the absolute last second instead: the page is
-    then renewed at most ``max_age`` seconds after it was made, and an upload shows
-    through the cache within that.
+    then renewed at most ``keep`` seconds after it was made.
     """
+    keep = max_age if keep is None else keep
     headers = {"Cache-Control": cache_control(max_age, private=private)}
-    if max_age > 0:
-        headers["X-Accel-Expires"] = f"@{int(time.time()) + max_age - 1}"
+    if keep > 0:
+        headers["X-Accel-Expires"] = f"@{int(time.time()) + keep - 1}"
     return headers
 
 

@@ -14,6 +14,7 @@ import jinja2
 from bottle import Bottle, HTTPError, HTTPResponse, request, response
 
 from .auth import Access
+from .cache_refresh import index_lifetime
 from .caching import cache_control, etag_of, http_date, if_range_holds, index_cache_headers, not_modified
 from .catalog import Catalog, DistFile
 from .dists import METADATA_SUFFIX
@@ -204,7 +205,8 @@ def register(app: Bottle, settings: Settings, catalog: Catalog, access: Access,
         body, etag = cached
         response.set_header("Content-Type", "text/html; charset=utf-8")
         response.set_header("ETag", etag)
-        for key, value in index_cache_headers(settings.index_max_age, private=access.protects("list")).items():
+        for key, value in index_cache_headers(settings.index_max_age, private=access.protects("list"),
+                                                keep=index_lifetime(settings)).items():
             response.set_header(key, value)
         if not_modified(etag):
             raise HTTPResponse(status=304, headers=dict(response.headers))

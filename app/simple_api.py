@@ -13,6 +13,7 @@ import jinja2
 from bottle import Bottle, HTTPError, HTTPResponse, redirect, request, response
 
 from .auth import Access
+from .cache_refresh import index_lifetime
 from .caching import index_cache_headers, not_modified
 from .catalog import Catalog, DistFile, Project
 from .dists import project_name
@@ -154,14 +155,14 @@ class SimpleAPI:
                         upload_time=upload_time(f))
 
 
-def _respond(page: Page, fmt: str, max_age: int, private: bool) -> bytes:
+def _respond(page: Page, fmt: str, max_age: int, private: bool, keep: int | None = None) -> bytes:
     headers = {
         "Content-Type": CONTENT_TYPES[fmt],
         # Not "Authorization": every user who may list sees the same page, "private" keeps shared
         # caches out, and nginx would write an MD5 of the header into its cache files (issue 14.10).
         "Vary": "Accept",
         "ETag": page.etag,
-        **index_cache_headers(max_age, private=private),
+        **index_cache_headers(max_age, private=private, keep=keep),
     }
     if not_modified(page.etag):
         raise HTTPResponse(status=304, headers=headers)
@@ -188,6 +189,9 @@ def register(app: Bottle, settings: Settings, catalog: Catalog, access: Access,
     api = SimpleAPI(settings, catalog, templates, policy)
     private = access.protects("list")
     max_age = settings.index_max_age
+    # Local pages live long in nginx, which is refreshed when they change; pages of the
+    # pull-through cache change upstream, unseen, and keep index_max_age.
+    keep = index_lifetime(settings)
 
     @app.get("/simple")
     def simple_root_redirect():
@@ -197,7 +201,7 @@ def register(app: Bottle, settings: Settings, catalog: Catalog, access: Access,
     def simple_index():
         access.require("list")
         fmt = api.media_type()
-        return _respond(api.index_page(fmt), fmt, max_age, private)
+        return _respond(api.index_page(fmt), fmt, max_age, private, keep)
 
     @app.get("/simple/<name>")
     def simple_project_redirect(name: str):
@@ -219,6 +223,6 @@ def register(app: Bottle, settings: Settings, catalog: Catalog, access: Access,
             if settings.fallback_url:
                 redirect(settings.fallback_url.rstrip("/") + f"/{name}/", 302)
             raise HTTPError(404, f"no project named {name!r} here")
-        return _respond(api.project_page(project, fmt), fmt, max_age, private)
+        return _respond(api.project_page(project, fmt), fmt, max_age, private, keep)
 
     return api

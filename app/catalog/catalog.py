@@ -24,7 +24,7 @@ import sqlite3
 import sys
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from packaging.version import Version
@@ -71,6 +71,10 @@ class Catalog:
         self._versions: dict[str, Version] = {}
         self._sync_lock = threading.RLock()
         self._scanner: Scanner | None = None
+        # Called by the scanning process with the view before and after each pass that
+        # changed it (create_app: refresh nginx's copies of what changed).
+        self.after_scan: Callable[[View, View], None] | None = None
+        self._scanned: View | None = None
 
     # --- life cycle --------------------------------------------------------------------
     def open(self, sweep: bool = True) -> Catalog:
@@ -150,8 +154,19 @@ class Catalog:
                 elif self._scanner is not None:
                     self._scanner.poll()
                 self.sync()
+                self._report_scan()
             except Exception:  # keep watching whatever one pass ran into
                 log.exception("catalog pass failed")
+
+    def _report_scan(self) -> None:
+        """Hand the views before and after to ``after_scan``: files found by hand, and (again,
+        shortly after) every other process's changes, including the command line's."""
+        if self._scanner is None or self.after_scan is None:
+            return
+        before, self._scanned = self._scanned, self.view
+        # (serial 0: nothing was loaded yet, so nothing this process served can be stale)
+        if before is not None and before.serial and before is not self.view:
+            self.after_scan(before, self.view)
 
     # --- database ----------------------------------------------------------------------
     def db(self) -> sqlite3.Connection:
@@ -180,6 +195,7 @@ class Catalog:
             return False
         self._lock_fd = fd
         self._scanner = Scanner(self)
+        self._scanned = self.view  # what changes from here on is reported
         return True
 
     def _release(self) -> None:

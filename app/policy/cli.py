@@ -30,8 +30,22 @@ def cmd_status(args: argparse.Namespace) -> int:
     finally:
         store.close()
     log_cli("set the status of", project, f" to {args.status}" + (f" ({args.reason!r})" if args.reason else ""))
+    _refresh_caches(settings, project)
     print(f"{project} is now {args.status}")
     return 0
+
+
+def _refresh_caches(settings, project: str) -> None:
+    """Make the nginx caches these settings name fetch the project's pages and files again."""
+    from ..cache_refresh import CacheRefresher, shared_key
+    from ..catalog import Catalog
+
+    catalog = Catalog(settings)
+    try:
+        catalog.open(sweep=False)
+        CacheRefresher(settings, shared_key(settings.state_path)).refresh_project(project, catalog.view)
+    finally:
+        catalog.close()
 
 
 def record_cli_removals(settings, files) -> None:

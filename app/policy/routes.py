@@ -12,6 +12,7 @@ import logging
 from bottle import Bottle, request, response
 
 from ..auth import Access, Refusal
+from ..cache_refresh import CacheRefresher
 from ..dists import project_name
 from .store import STATUSES, PolicyStore, ProjectStatus
 
@@ -19,7 +20,7 @@ log = logging.getLogger("wharf.policy")
 MAX_REASON = 500
 
 
-def register(app: Bottle, access: Access, store: PolicyStore) -> None:
+def register(app: Bottle, access: Access, store: PolicyStore, refresher: CacheRefresher | None = None) -> None:
     @app.post("/_/status/<name>")
     def set_project_status(name: str):
         user = access.require("update")
@@ -34,6 +35,8 @@ def register(app: Bottle, access: Access, store: PolicyStore) -> None:
         if len(reason) > MAX_REASON:
             raise Refusal(400, f"reason is longer than {MAX_REASON} characters")
         store.set_status(project, ProjectStatus(status, reason), user or "-")
+        if refresher is not None:  # every nginx drops what it showed before, before the answer
+            refresher.refresh_project(project, app.config["wharf.catalog"].view)
         log.info("status of %s set to %s%s by %s from %s", project, status, f" ({reason!r})" if reason else "",
                  user, request.environ.get("REMOTE_ADDR") or "?")
         response.set_header("Content-Type", "text/plain; charset=utf-8")

@@ -17,6 +17,7 @@ from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
 from ..auth import Access, Refusal
+from ..cache_refresh import CacheRefresher, refreshed
 from ..catalog import Catalog, CatalogUnavailable, DistFile
 from ..dists import (CoreMetadata, DistName, InvalidDistribution, check_archive, parse_filename, project_name,
                      read_core_metadata)
@@ -312,7 +313,8 @@ class Publisher:
 
 
 def register(app: Bottle, settings: Settings, catalog: Catalog, access: Access,
-             templates: jinja2.Environment, policy: LocalRules) -> Publisher:
+             templates: jinja2.Environment, policy: LocalRules,
+             refresher: CacheRefresher | None = None) -> Publisher:
     publisher = Publisher(settings, catalog, access, policy)
     catalog.storage.remove_stale_temporaries(settings.timeout + 60)
 
@@ -325,10 +327,13 @@ def register(app: Bottle, settings: Settings, catalog: Catalog, access: Access,
     @app.post("/legacy")
     @app.post("/legacy/")
     def legacy_upload():
-        return answer(publisher.handle_form())
+        # Whatever the action changed, every nginx has fetched it again before the answer.
+        with refreshed(refresher, lambda: catalog.view):
+            return answer(publisher.handle_form())
 
     @app.route("/packages/<path:path>", method="DELETE")
     def delete_package_file(path: str):
-        return answer(publisher.delete(path))
+        with refreshed(refresher, lambda: catalog.view):
+            return answer(publisher.delete(path))
 
     return publisher

@@ -140,7 +140,8 @@ def test_protected_locations_ask_the_app_before_the_cache(tmp_path: Path, test_c
     # A public index checks no reads; only a request that could change something asks (issue 14.5).
     assert set(re.findall(r"auth_request (\S+);", public)) == {"/_wharf_auth/update"}
     assert "$wharf_auth_skip" in public  # reads pass that check inside nginx
-    assert "proxy_ignore_headers" not in public  # the app's Cache-Control rules
+    # The app's Cache-Control rules; only Vary is ignored (the key names the Accept variant).
+    assert set(re.findall(r"proxy_ignore_headers[^;]*;", public)) == {"proxy_ignore_headers Vary;"}
     private = deploy.render(local_settings(tmp_path, test_ca, authenticate=("update", "download", "list"),
                                            password_file="/x/htpasswd"), ["nginx"])["nginx/site.conf"]
     assert private.count("auth_request /_wharf_auth/list;") == 2
@@ -287,3 +288,17 @@ def test_the_wheel_ships_the_templates(tmp_path: Path):
     names = zipfile.ZipFile(wheel).namelist()
     shipped = {n.split("/share/wharf/deploy/", 1)[1] for n in names if "/share/wharf/deploy/" in n}
     assert shipped == set(deploy.templates_for(["all"])) | {deploy.TLS_POLICY_FILE}
+
+
+def test_the_refresh_server_shares_the_cache_and_lets_only_app_servers_in(tmp_path: Path, test_ca: LocalCA):
+    """Section 12: the app servers' refreshes land in the public server's cache entries."""
+    settings = local_settings(tmp_path, test_ca, refresh_allow=("10.0.0.0/8",), refresh_listen="127.0.0.1:9444")
+    site = deploy.render(settings, ["nginx"])["nginx/site.conf"]
+    public, refresh = site.split("# 12. Refreshes")
+    assert "listen 127.0.0.1:9444;" in refresh and "proxy_cache_bypass 1;" in refresh
+    assert refresh.index("allow 10.0.0.0/8;") < refresh.index("deny all;")
+    # The same keys in both servers, so a refresh replaces what clients are served.
+    assert set(re.findall(r'proxy_cache_key "[^"]*";', refresh)) == set(re.findall(r'proxy_cache_key "[^"]*";', public)) - {
+        'proxy_cache_key "$host$request_uri";'}
+    off = deploy.render(dataclasses.replace(settings, cache_refresh=("off",)), ["nginx"])["nginx/site.conf"]
+    assert "# 12. Refreshes" not in off and "9444" not in off
