@@ -11,7 +11,7 @@ from pathlib import Path
 import bottle
 import jinja2
 
-from . import auth_request, cross_site, files, health, publishing, simple_api, web
+from . import auth_request, cross_site, files, health, publishing, simple_api, tokens, web
 from .upstream import pull_through
 from .auth import Access, Refusal
 from .catalog import Catalog
@@ -70,6 +70,7 @@ def create_app(settings: Settings, *, watch: bool = True) -> bottle.Bottle:
     web.register(app, settings, catalog, access, env)
     publishing.register(app, settings, catalog, access, env)
     auth_request.register(app, settings, access)  # nginx asks before serving protected cache entries
+    tokens.register(app, settings, access)  # API tokens wherever passwords work; trusted publishing (/_/oidc/)
 
     app.wsgi = ProxyHeaders(app.wsgi, settings.trusted_proxies, settings.server_base_url)
     return app
