@@ -9,8 +9,13 @@ from .tokens import describe_time, parse_actions, parse_duration, parse_projects
 
 
 def _settings(args: argparse.Namespace):
+    """The settings, and the audit log to standard error: token changes leave a trace here too."""
+    import logging
+
     from ..cli import settings_from_args
 
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     return settings_from_args(args)
 
 

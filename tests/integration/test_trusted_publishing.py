@@ -120,6 +120,7 @@ def test_uv_publish_with_trusted_publishing_lands(wharf, issuer, tmp_path: Path)
     log = wharf.audit()
     assert "minted token" in log and "publisher mylib-release" in log
     assert "used to update mylib" in log
+    assert "revoked by its holder" in log  # uv burns the minted token when done (POST /_/oidc/burn-token)
 
 
 def test_uv_publish_refused_for_a_project_the_publisher_is_not_trusted_for(wharf, issuer, tmp_path: Path):
