@@ -15,6 +15,11 @@ each pay for bcrypt; failed ones for five minutes, so a repeated wrong password 
 check either, and an address that keeps failing is refused without a check for a while
 (app/throttle.py). The key of those hashes is random per process and never leaves memory.
 
+API tokens (app/tokens) work wherever a password does (user ``__token__`` or the owner's
+name): an HMAC and one lookup per request, never bcrypt, never remembered, so a revoked one
+fails at once. A token never gives more than its owner has (who must still be a user;
+the permissions file still applies); its projects and actions narrow that further.
+
 The permissions file fails closed: anything but the documented shape (one ``[projects]``
 section listing at least one user) refuses every update, says why in the log and in
 ``/health``, and is read again when it changes.
@@ -34,6 +39,7 @@ import re
 import secrets
 import threading
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from pathlib import Path
 
 from bottle import HTTPError, request
@@ -46,9 +52,15 @@ from .cache_refresh import KEY_HEADER, holds_key
 from .settings import Settings
 from .throttle import FailureThrottle, Memory
 
+if TYPE_CHECKING:
+    from .tokens.tokens import Grant, Tokens
+
 log = logging.getLogger("wharf.auth")
 
 REALM = "wharf"
+# Where a request's token grant is kept (request.environ): a token's scope is per request.
+GRANT_KEY = "wharf.token.grant"
+REFUSAL_KEY = "wharf.token.refusal"
 SCHEMES = ("bcrypt", "sha256_crypt", "sha512_crypt", "apr_md5_crypt", "md5_crypt", "ldap_sha1")
 # bcrypt only reads the first 72 bytes; Apache's htpasswd silently truncates, the bcrypt
 # library refuses longer input, so verification truncates as the hash was made.
@@ -168,6 +180,7 @@ class Access:
         self._lock = threading.Lock()
         # The app servers' key that lets nginx's refresh server read pages (create_app sets it).
         self.refresh_key: str | None = None
+        self.tokens: Tokens | None = None  # set by app/tokens' register
         self._load()
         with contextlib.suppress(LookupError):
             self._project_rules()  # a broken permissions file is logged at start, not at the first upload
@@ -275,8 +288,26 @@ class Access:
         except ValueError:
             return False
 
+    # --- API tokens (app/tokens) --------------------------------------------------------
+    def grant(self) -> Grant | None:
+        """The token grant this request authenticated with, if it used a token."""
+        return request.environ.get(GRANT_KEY)
+
+    def _check_token(self, user: str, token: str) -> bool:
+        """Whether ``token`` is valid for ``user``; the grant (or the refusal) goes in the request."""
+        self._load()
+        grant, refusal = self.tokens.grant_for(user, token, self._known, request.environ.get("REMOTE_ADDR") or "?")
+        request.environ[GRANT_KEY if grant else REFUSAL_KEY] = grant or refusal
+        return grant is not None
+
+    def _who(self, user: str) -> str:
+        grant = self.grant()
+        return grant.user if grant is not None else user
+
     def authenticate(self, user: str, password: str) -> bool:
         """``verify`` for this request's client address, throttled (raises Throttled)."""
+        if self.tokens is not None and self.tokens.looks_like(password):
+            return self._check_token(user, password)
         users, stamp = self._load()
         key = self._key(user, password, stamp)
         address = request.environ.get("REMOTE_ADDR") or "?"
@@ -301,7 +332,7 @@ class Access:
         creds = self.credentials()
         try:
             if creds and self.authenticate(*creds):
-                return creds[0]
+                return self._who(creds[0])
         except Throttled:
             pass
         return None
@@ -360,7 +391,14 @@ class Access:
         return rules is None or rules.allows(user, project)
 
     def require_project(self, user: str | None, project: str) -> None:
-        """Raise 403 unless ``user`` may update ``project``."""
+        """Raise 403 unless ``user`` (and the request's token, if any) may update ``project``."""
+        grant = self.grant()
+        if grant is not None:
+            refusal = grant.refuse_project(project, request.environ)
+            if refusal:
+                raise Forbidden(refusal)
+            if grant.record.kind == "oidc":
+                return  # a trusted publisher: the publishers file, the administrator's, named its projects
         if user is None or not self.may_update(user, project):
             raise Forbidden(f"user {user!r} may not update project {canonicalize_name(project)!r}")
 
@@ -377,13 +415,17 @@ class Access:
         if creds is None:
             raise Unauthorized(f"authentication required to {action}")
         if not self.authenticate(*creds):
-            raise Unauthorized("invalid username or password")
+            raise Unauthorized(request.environ.get(REFUSAL_KEY) or "invalid username or password")
+        grant = self.grant()
+        refusal = grant.refuse_action(action, request.environ) if grant is not None else None
+        if refusal:
+            raise Forbidden(refusal)
         if action == "update":
             try:
                 self._project_rules()
             except LookupError as exc:  # fail closed, before any body is read
                 raise Forbidden(f"{exc}: all updates are refused until it is fixed") from None
-        return creds[0]
+        return self._who(creds[0])
 
 
 # --- managing the password file (wharf passwd) ------------------------------------------

@@ -480,6 +480,15 @@ def add_docs_command(commands: argparse._SubParsersAction) -> None:
 EXTRA_COMMANDS.append(add_docs_command)
 
 
+def add_token_commands(commands: argparse._SubParsersAction) -> None:
+    from .tokens.cli import add_token_commands as add
+
+    add(commands)  # wharf token | publisher (app/tokens/cli.py)
+
+
+EXTRA_COMMANDS.append(add_token_commands)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)

@@ -77,6 +77,9 @@ class Settings:
     permissions_file: Path | None = field(default=None, metadata={"help": "Optional file restricting users to projects ([projects] alice = mylib, mylib-*)."})
     overwrite: bool = field(default=False, metadata={"help": "Allow an upload to replace an existing file with different bytes."})
     max_upload_size: int = field(default=1024 * 1024 * 1024, metadata={"help": "Largest accepted upload in bytes (413 above it)."})
+    publishers_file: Path | None = field(default=None, metadata={"help": "Trusted publishers (INI: one section per publisher with projects, issuer and the OIDC claims that must match); set, it turns on trusted publishing (/_/oidc/). Re-read when it changes; `wharf publisher add` writes it."})
+    oidc_audience: str = field(default="", metadata={"help": "The audience CI systems must put in the OIDC tokens they exchange for upload tokens; empty means server_name."})
+    oidc_allow_http: bool = field(default=False, metadata={"help": "Accept OIDC issuers on plain http:// (loopback issuers always may): only for testing."})
 
     # --- the app server --------------------------------------------------------------
     host: str = field(default="127.0.0.1", metadata={"help": "Address gunicorn binds (a host name, IPv4 or IPv6 address)."})
