@@ -331,11 +331,17 @@ def cmd_render(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     templates_for(args.targets)  # unknown targets fail before anything is written
     out = args.out or settings.config_dir
+    if args.out is not None and "config_dir" not in _explicit_settings(args):
+        # The files refer to each other by absolute path: to where they are written.
+        settings = dataclasses.replace(settings, config_dir=args.out.resolve())
     written = write(settings, out, args.targets)
     for path in written:
         print(f"wrote {path}")
     if not written:
         print(f"{out}: up to date")
+    if out.resolve() != settings.config_dir.resolve():
+        print(f"wharf render: note: these files refer to each other under {settings.config_dir} "
+              f"(--config-dir): copy them there before use", file=sys.stderr)
     return 0
 
 
@@ -369,12 +375,14 @@ def add_deploy_commands(commands: argparse._SubParsersAction) -> None:
     render = commands.add_parser(
         "render", help="write the nginx, supervisord and gunicorn configs",
         description="Render deploy/'s templates from the settings (options, WHARF_* variables) into "
-                    "--out (default: --config-dir, where the files refer to each other). Unchanged "
-                    "files are left alone.")
+                    "--config-dir, where the files refer to each other. With --out DIR alone they are "
+                    "written to DIR and refer to DIR; with --out and --config-dir they refer to "
+                    "--config-dir, to be copied there. Unchanged files are left alone.")
     render.add_argument("targets", nargs="+", metavar="TARGET",
                         help=f"any of {', '.join(TARGETS)}, or all")
     render.add_argument("--out", type=Path, default=None, metavar="DIR",
-                        help="directory to write into [default: the config dir]")
+                        help="directory to write into; the files refer to it unless --config-dir "
+                             "is given too [default: the config dir]")
     add_settings_options(render, exclude=())
     render.set_defaults(func=cmd_render)
 

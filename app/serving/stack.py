@@ -159,6 +159,8 @@ def run(settings: Settings, root: Path) -> None:
     if importlib.util.find_spec("supervisor") is None:
         raise SetupError("wharf stack needs supervisor: pip install 'wharf[stack]'")
     ca = ensure_certificate(settings, root)
+    if ca is not None and not settings.client_ca_file:
+        settings = dataclasses.replace(settings, client_ca_file=str(ca))  # the home page's commands name it
     check_ports(settings)
     warning = root_warning("run wharf stack as an unprivileged user (no part of the stack needs root), "
                            "or give --run-user USER to have supervisord start gunicorn as that user")
