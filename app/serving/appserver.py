@@ -88,12 +88,12 @@ def serve(settings: Settings, flag: Flag = wharf_flag, command: str = "wharf ser
 
     ``flag`` spells a setting as the running command's option, for its messages.
     """
-    configure_logging(settings)
     require_packages(settings)
-    settings = usable_state(settings, flag)
-    warning = root_warning(f"start {command} as an unprivileged user that owns the packages directory "
-                           f"(e.g. runuser -u wharf -- {command} ...)")
-    if warning:
+    settings, warnings = usable_state(settings, flag)
+    warnings.append(root_warning(f"start {command} as an unprivileged user that owns the packages directory "
+                                 f"(e.g. runuser -u wharf -- {command} ...)"))
+    configure_logging(settings)  # only now: a refusal to start leaves the process's logging alone
+    for warning in filter(None, warnings):
         log.warning("%s", warning)
     projects, files = index_now(settings)
     log.info("serving %s (%s) from %s on http://%s:%d/", counted(projects, "project"), counted(files, "file"),

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import logging
 import os
 import re
 import tempfile
@@ -18,8 +17,6 @@ from pathlib import Path
 
 from ..settings import Settings
 from .local_ca import SetupError
-
-log = logging.getLogger("wharf.serving")
 
 # The catalog's files in the state directory (app/catalog): each must be writable if it exists.
 _STATE_FILES = ("catalog.sqlite3", "catalog.sqlite3-wal", "catalog.sqlite3-shm", "scan.lock", "scanner.heartbeat")
@@ -63,8 +60,8 @@ def fallback_state_dir(packages: Path) -> Path:
     return Path.home() / ".local" / "state" / "wharf" / f"{slug}-{digest}"
 
 
-def usable_state(settings: Settings, flag: Flag = wharf_flag) -> Settings:
-    """``settings`` with a state directory this process can write to, saying so when it moved.
+def usable_state(settings: Settings, flag: Flag = wharf_flag) -> tuple[Settings, list[str]]:
+    """``settings`` with a state directory this process can write to, and warnings to log when it moved.
 
     A state directory that was given must work; the default one (``<packages>/.wharf``) is
     replaced by a per-user one when the packages directory is read-only or was made by
@@ -74,21 +71,21 @@ def usable_state(settings: Settings, flag: Flag = wharf_flag) -> Settings:
         problem = state_problem(settings.state_dir)
         if problem:
             raise SetupError(f"cannot keep the catalog in {settings.state_dir} ({flag('state_dir')}): {problem}")
-        return settings
+        return settings, []
     default = settings.state_path
     problem = state_problem(default)
     if problem is None:
-        return settings
+        return settings, []
     fallback = fallback_state_dir(settings.packages[0])
     if state_problem(fallback):
         raise SetupError(f"cannot keep the catalog in {default} ({problem}) nor in {fallback}: "
                          f"give a writable directory with {flag('state_dir')} DIR")
-    log.warning("cannot write the catalog into %s (%s): keeping it in %s instead; give %s DIR to choose "
-                "another place", default, problem, fallback, flag("state_dir"))
+    warnings = [f"cannot write the catalog into {default} ({problem}): keeping it in {fallback} instead; "
+                f"give {flag('state_dir')} DIR to choose another place"]
     if not os.access(settings.packages[0], os.W_OK | os.X_OK):
-        log.warning("%s is not writable by this user: files are served, but uploads will fail",
-                    settings.packages[0])
-    return dataclasses.replace(settings, state_dir=fallback)
+        warnings.append(f"{settings.packages[0]} is not writable by this user: its files are served, "
+                        "but uploads will fail")
+    return dataclasses.replace(settings, state_dir=fallback), warnings
 
 
 def root_warning(how: str) -> str | None:
