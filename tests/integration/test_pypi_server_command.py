@@ -16,12 +16,15 @@ from passlib.apache import HtpasswdFile
 from tests.support import ROOT, client_env, free_port, http, make_wheel, stop_process, wait_http
 
 
+# `pypi-server` from this checkout (the console script on PATH may belong to another).
+PYPI_SERVER_CODE = "import sys; from app.serving.pypiserver_cli import main; sys.exit(main())"
+
+
 def start(argv: list[str], log: Path) -> tuple[subprocess.Popen, str]:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("WHARF_")}
-    code = "import sys; from app.serving.pypiserver_cli import main; sys.exit(main())"
     with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-c", code, "-p", str(port), "-i", "127.0.0.1", *argv],
+        proc = subprocess.Popen([sys.executable, "-c", PYPI_SERVER_CODE, "-p", str(port), "-i", "127.0.0.1", *argv],
                                 cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     wait_http(url + "/health", proc=proc)
@@ -55,9 +58,8 @@ def test_open_index_with_run_subcommand(tmp_path: Path):
     make_wheel(packages, "demo", "2.0")
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("WHARF_")}
-    code = "import sys; from app.serving.pypiserver_cli import main; sys.exit(main())"
     with open(tmp_path / "server.log", "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-c", code, "run", "-p", str(port), "-i", "127.0.0.1",
+        proc = subprocess.Popen([sys.executable, "-c", PYPI_SERVER_CODE, "run", "-p", str(port), "-i", "127.0.0.1",
                                  "-a", ".", "-P", ".", "--hash-algo", "md5", str(packages)],
                                 cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     try:
@@ -72,7 +74,6 @@ def test_open_index_with_run_subcommand(tmp_path: Path):
 
 
 # --- issue 15: what a pypiserver user sees --------------------------------------------------
-PYPI_SERVER = "import sys; from app.serving.pypiserver_cli import main; sys.exit(main())"
 
 
 def wait_for_log(log: Path, text: str, timeout: float = 10) -> str:
@@ -118,7 +119,7 @@ def serve_restricted(wrapper: list[str], packages: Path, home: Path, log: Path) 
     env = {k: v for k, v in os.environ.items() if not k.startswith("WHARF_")}
     env["HOME"] = str(home)
     with open(log, "wb") as out:
-        proc = subprocess.Popen([*wrapper, sys.executable, "-c", PYPI_SERVER, "-p", str(port), "-i", "127.0.0.1",
+        proc = subprocess.Popen([*wrapper, sys.executable, "-c", PYPI_SERVER_CODE, "-p", str(port), "-i", "127.0.0.1",
                                  "-a", ".", "-P", ".", str(packages)],
                                 cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"

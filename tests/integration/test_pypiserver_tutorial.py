@@ -14,17 +14,17 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
+from tests.integration.test_pypi_server_command import PYPI_SERVER_CODE, wait_for_log
 from tests.support import ROOT, WharfProcess, client_env, free_port, http, make_wheel, stop_process, wait_http
 
 pytestmark = pytest.mark.slow
 
 # `pypi-server` as installed, but from this checkout (the console script may be another's).
-PYPI_SERVER = [sys.executable, "-c", "import sys; from app.serving.pypiserver_cli import main; sys.exit(main())"]
+PYPI_SERVER = [sys.executable, "-c", PYPI_SERVER_CODE]
 PASSWORD = "s3cret"
 
 
@@ -113,7 +113,7 @@ def test_pypiservers_tutorial_runs_on_wharf(tmp_path: Path):
         uploaded = me.run(sys.executable, "-m", "twine", "upload", "-r", "local", "--disable-progress-bar", "dist/*")
         assert "my_upload-1.0-py3-none-any.whl" in uploaded.stdout + uploaded.stderr
         assert (tmp_path / "packages" / "my_upload-1.0-py3-none-any.whl").is_file()
-        assert "uploaded my_upload-1.0-py3-none-any.whl" in wait_for(me.log, "uploaded my_upload")
+        assert "uploaded my_upload-1.0-py3-none-any.whl" in wait_for_log(me.log, "uploaded my_upload")
 
         # -a update,download,list: nothing without the password, everything with it
         anonymous = me.run(sys.executable, "-m", "pip", "download", "--index-url", me.url + "/simple/",
@@ -138,7 +138,7 @@ def test_pypiservers_tutorial_runs_on_wharf(tmp_path: Path):
                          "-F", "name=my-upload", "-F", "version=1.0", me.url + "/")
         assert removed.returncode == 0
         assert not (tmp_path / "packages" / "my_upload-1.0-py3-none-any.whl").exists()
-        assert "removed my-upload 1.0" in wait_for(me.log, "removed my-upload")
+        assert "removed my-upload 1.0" in wait_for_log(me.log, "removed my-upload")
 
         # -P . -a .: open for reading to everyone; uploads are refused, and say why
         me.pypi_server("pypi-server run -p PORT -i 127.0.0.1 -P . -a . packages")
@@ -181,11 +181,3 @@ def publish_with_poetry(me: Tutorial, poetry: str) -> None:
     poetry_run("publish", "-r", "wharf")
     assert (me.root / "packages" / "poetry_made-0.3-py3-none-any.whl").is_file()
 
-
-def wait_for(log: Path, text: str, timeout: float = 10) -> str:
-    deadline = time.monotonic() + timeout
-    while True:
-        content = log.read_text(errors="replace")
-        if text in content or time.monotonic() > deadline:
-            return content
-        time.sleep(0.1)
