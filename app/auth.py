@@ -406,7 +406,8 @@ class Access:
     def require(self, action: str) -> str | None:
         """Raise 401/403 unless the action is open or the request carries a valid user."""
         if action == "update" and not self.takes_uploads:
-            raise Forbidden("this index takes no uploads: it has no password file (start it with --password-file)")
+            raise Forbidden("this index takes no uploads: it has no password file (start it with one: "
+                            "-P FILE for pypi-server, --password-file FILE for wharf)")
         if not self.protects(action):
             return None
         if action != "update" and holds_key(request.get_header(KEY_HEADER), self.refresh_key):

@@ -47,17 +47,29 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from .serving.appserver import serve
+    from .serving.local_ca import SetupError
 
-    serve(settings_from_args(args))
+    try:
+        serve(settings_from_args(args))
+    except SetupError as exc:
+        print(f"wharf serve: error: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 
 def cmd_index(args: argparse.Namespace) -> int:
-    from .serving.appserver import index_now
+    from .serving.appserver import counted, index_now
+    from .serving.local_ca import SetupError
+    from .serving.preflight import require_packages
 
     settings = settings_from_args(args)
+    try:
+        require_packages(settings)
+    except SetupError as exc:
+        print(f"wharf index: error: {exc}", file=sys.stderr)
+        return 1
     projects, files = index_now(settings)
-    print(f"{projects} projects, {files} files in {', '.join(str(p) for p in settings.packages)}")
+    print(f"{counted(projects, 'project')}, {counted(files, 'file')} in {', '.join(str(p) for p in settings.packages)}")
     return 0
 
 
@@ -220,55 +232,6 @@ EXTRA_COMMANDS.append(add_status_command)
 
 
 # --- availability: mirror (app.mirror) ------------------------------------------------------
-class TerminalProgress:
-    """A mirror run's progress: one self-rewriting status line on a terminal, nothing elsewhere (CI logs).
-
-    Each added file is also printed as a line to ``out``, if given.
-    """
-
-    def __init__(self, stream: TextIO, enabled: bool, out: TextIO | None = None):
-        self.stream = stream
-        self.enabled = enabled
-        self.out = out
-        self._text = ""
-        self._bytes = 0
-        self._total: int | None = None
-
-    def show(self, text: str, total: int | None = None) -> None:
-        self._text, self._bytes, self._total = text, 0, total
-        self._draw()
-
-    def advance(self, count: int) -> None:
-        self._bytes += count
-        self._draw()
-
-    def _draw(self) -> None:
-        if not self.enabled:
-            return
-        amount = f" {_size(self._bytes)}" if self._bytes else ""
-        if self._bytes and self._total:
-            amount += f"/{_size(self._total)}"
-        self.stream.write("\r\033[K" + self._text + amount)
-        self.stream.flush()
-
-    def clear(self) -> None:
-        if self.enabled:
-            self.stream.write("\r\033[K")
-            self.stream.flush()
-
-    def added(self, filename: str, size: int) -> None:
-        if self.out is not None:
-            print(f"added {filename} ({_size(size)})", file=self.out, flush=True)
-
-
-def _size(count: int) -> str:
-    for unit in ("B", "kB", "MB", "GB"):
-        if count < 1000 or unit == "GB":
-            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
-        count /= 1000
-    return str(count)
-
-
 def add_mirror_command(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser(
         "mirror", help="copy packages and their dependencies from an upstream index",
@@ -297,7 +260,9 @@ def add_mirror_command(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--abi", dest="abis", action="append", default=[], help="target ABI tag; repeatable")
     parser.add_argument("--no-sdist", dest="sdists", action="store_false", help="mirror wheels only")
     parser.add_argument("-d", "--dest", type=Path, default=None,
-                        help="where new files go [default: the first packages directory, WHARF_PACKAGES]")
+                        help="where new files go; only files already there (or in the index's other "
+                             "packages directories, if DEST is one of them) are skipped "
+                             "[default: the first packages directory, WHARF_PACKAGES]")
     parser.add_argument("--retries", type=int, default=None,
                         help="how often pip retries a failed connection [default: pip's, 5]")
     parser.add_argument("-n", "--dry-run", action="store_true", help="say what would be added, add nothing")
@@ -306,9 +271,10 @@ def add_mirror_command(commands: argparse._SubParsersAction) -> None:
 
 
 def cmd_mirror(args: argparse.Namespace) -> int:
+    from .mirror.progress import TerminalProgress, human_size
+    from .serving.appserver import counted
     from .mirror.resolve import MirrorError, targets
-    from .mirror.run import mirror
-    from .storage import storage_for
+    from .mirror.run import mirror, mirror_storage
     from .upstream.client import UpstreamIndex
     from .upstream.listings import UpstreamError
 
@@ -329,7 +295,7 @@ def cmd_mirror(args: argparse.Namespace) -> int:
     progress = TerminalProgress(sys.stderr, sys.stderr.isatty() and not args.quiet,
                                 None if args.quiet else sys.stdout)
     try:
-        result = mirror(index, storage_for(settings, dest=dest), index_url=index_url, cert=cert,
+        result = mirror(index, mirror_storage(settings, args.dest), index_url=index_url, cert=cert,
                         timeout=settings.upstream_timeout, requirements=args.requirements,
                         requirement_files=args.requirement_files, target_list=target_list, sdists=args.sdists,
                         dry_run=args.dry_run, retries=args.retries, progress=progress,
@@ -340,13 +306,13 @@ def cmd_mirror(args: argparse.Namespace) -> int:
         return 1
     if args.dry_run:
         for filename, size in result.added:
-            print(f"would add {filename}" + (f" ({_size(size)})" if size else ""))
+            print(f"would add {filename}" + (f" ({human_size(size)})" if size else ""))
     for error in result.errors:
         print(f"error: {error}", file=sys.stderr)
     total = sum(size for _name, size in result.added)
     verb = "would add" if args.dry_run else "added"
     print(f"mirror of {index.display_url} into {dest}, for {', '.join(map(str, target_list))}: "
-          f"{verb} {len(result.added)} files ({_size(total)}), {len(result.present)} already there"
+          f"{verb} {counted(len(result.added), 'file')} ({human_size(total)}), {len(result.present)} already there"
           + (f", {len(result.errors)} failed" if result.errors else ""))
     return 1 if result.errors else 0
 
@@ -372,11 +338,17 @@ def cmd_render(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     templates_for(args.targets)  # unknown targets fail before anything is written
     out = args.out or settings.config_dir
+    if args.out is not None and "config_dir" not in _explicit_settings(args):
+        # The files refer to each other by absolute path: to where they are written.
+        settings = dataclasses.replace(settings, config_dir=args.out.resolve())
     written = write(settings, out, args.targets)
     for path in written:
         print(f"wrote {path}")
     if not written:
         print(f"{out}: up to date")
+    if out.resolve() != settings.config_dir.resolve():
+        print(f"wharf render: note: these files refer to each other under {settings.config_dir} "
+              f"(--config-dir): copy them there before use", file=sys.stderr)
     return 0
 
 
@@ -410,12 +382,14 @@ def add_deploy_commands(commands: argparse._SubParsersAction) -> None:
     render = commands.add_parser(
         "render", help="write the nginx, supervisord and gunicorn configs",
         description="Render deploy/'s templates from the settings (options, WHARF_* variables) into "
-                    "--out (default: --config-dir, where the files refer to each other). Unchanged "
-                    "files are left alone.")
+                    "--config-dir, where the files refer to each other. With --out DIR alone they are "
+                    "written to DIR and refer to DIR; with --out and --config-dir they refer to "
+                    "--config-dir, to be copied there. Unchanged files are left alone.")
     render.add_argument("targets", nargs="+", metavar="TARGET",
                         help=f"any of {', '.join(TARGETS)}, or all")
     render.add_argument("--out", type=Path, default=None, metavar="DIR",
-                        help="directory to write into [default: the config dir]")
+                        help="directory to write into; the files refer to it unless --config-dir "
+                             "is given too [default: the config dir]")
     add_settings_options(render, exclude=())
     render.set_defaults(func=cmd_render)
 
@@ -423,8 +397,9 @@ def add_deploy_commands(commands: argparse._SubParsersAction) -> None:
         "stack", help="run nginx (HTTPS, cache), gunicorn and supervisord locally, without root",
         description="Start the whole stack under DIR: a local CA and certificate (tls/), configs "
                     "(conf/), logs/, cache/ and packages/ unless PACKAGES_DIRs are given; nginx on "
-                    "127.0.0.1 ports 8443 (HTTPS) and 8880 (redirect) unless set. Runs supervisord "
-                    "in the foreground; Ctrl-C stops everything.")
+                    "127.0.0.1 ports 8443 (HTTPS, --https-port) and 8880 (redirect, --http-port) unless "
+                    "set; gunicorn behind it on --port (8080). Options may come before or after DIR. "
+                    "Runs supervisord in the foreground; Ctrl-C stops everything.")
     stack.add_argument("dir", type=Path, metavar="DIR")
     _packages_argument(stack)
     add_settings_options(stack)
@@ -489,9 +464,24 @@ def add_token_commands(commands: argparse._SubParsersAction) -> None:
 EXTRA_COMMANDS.append(add_token_commands)
 
 
+def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line, with options and positional arguments in any order.
+
+    ``wharf stack DIR --port 8081 PACKAGES_DIR`` is one command: each subcommand parses
+    its arguments intermixed (argparse cannot do that across subparsers itself).
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    if argv and argv[0] in commands.choices:
+        args = commands.choices[argv[0]].parse_intermixed_args(argv[1:])
+        args.command = argv[0]
+        return args
+    return parser.parse_args(argv)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse_args(parser, argv)
     try:
         return args.func(args) or 0
     except ValueError as exc:

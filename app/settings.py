@@ -54,6 +54,7 @@ class Settings:
     trusted_proxies: tuple[str, ...] = field(default=("127.0.0.1", "::1"), metadata={"help": "Peers whose X-Forwarded-Proto/-Host/-Prefix/-For headers are believed."})
     server_base_url: str = field(default="", metadata={"help": "Fixed external base URL (e.g. https://pypi.example.com/prefix); overrides headers."})
     welcome_file: Path | None = field(default=None, metadata={"help": "An HTML file shown as the home page instead of the built-in one."})
+    client_ca_file: str = field(default="", metadata={"help": "The CA certificate (PEM) clients must trust to reach this index over HTTPS (a private CA), as they name it on their machines (e.g. ~/wharf-ca.crt); set, the home page's pip, uv and twine commands include it. wharf stack and the container set it to their local CA."})
 
     # --- upstream index: pull-through cache and `wharf mirror` ---------------------------
     upstream_url: str = field(default="", metadata={"help": "Upstream simple index (e.g. https://pypi.org/simple/; user:password@ in the URL if it needs them). Set, it turns on the pull-through cache for projects not hosted here, and is `wharf mirror`'s default --index-url. Off by default."})

@@ -8,7 +8,7 @@ published, never over an existing file. A re-run downloads nothing that is there
 from __future__ import annotations
 
 import contextlib
-
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -18,7 +18,7 @@ from packaging.version import InvalidVersion, Version
 from ..dists import InvalidDistribution, parse_filename
 from ..policy.cooldown import Cooldown
 from ..settings import Settings
-from ..storage import Storage
+from ..storage import Storage, storage_for
 from ..upstream.client import UpstreamIndex
 from ..upstream.listings import HashMismatch, Listing, UpstreamError, UpstreamFile
 from .filtered_view import filtered_index
@@ -50,6 +50,21 @@ def sdist_of(listing: Listing, version: str) -> UpstreamFile | None:
             found.append(f)
     found.sort(key=lambda f: (not f.filename.endswith(".tar.gz"), f.filename))
     return found[0] if found else None
+
+
+def mirror_storage(settings: Settings, dest: Path | None) -> Storage:
+    """Where a run writes (``dest``, else the first packages directory) and what counts as there already.
+
+    A ``dest`` that is one of the index's packages directories is read with the others (the
+    index serves them all); any other ``dest`` is read alone: a file in ./packages does not
+    make a wheel present in a directory that never got it.
+    """
+    if dest is None:
+        return storage_for(settings, dest=settings.packages[0])
+    served = [root.absolute() for root in settings.packages]
+    if dest.absolute() in served:
+        return storage_for(settings, dest=dest)
+    return storage_for(dataclasses.replace(settings, packages=(dest,)), dest=dest)
 
 
 def existing_files(storage: Storage) -> set[str]:

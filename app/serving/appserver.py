@@ -18,8 +18,13 @@ from gunicorn.app.base import Application
 from ..catalog import Catalog
 from ..settings import Settings, bracket_host
 from . import render
+from .preflight import Flag, require_packages, root_warning, usable_state, wharf_flag
 
-log = logging.getLogger("wharf")
+log = logging.getLogger("wharf.serving")
+
+# What an operator must always see, whatever the log level short of "error": where the
+# server listens, and every upload and removal (publishing/routes.py, cli.py).
+ALWAYS_LOGGED = ("wharf.serving", "wharf.upload")
 
 GUNICORN_CONFIG = "gunicorn/gunicorn.conf.py"
 
@@ -31,7 +36,10 @@ def configure_logging(settings: Settings) -> None:
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger("wharf")
     root.handlers[:] = [handler]
-    root.setLevel(settings.log_level.upper())
+    level = logging.getLevelName(settings.log_level.upper())
+    root.setLevel(level)
+    for name in ALWAYS_LOGGED:
+        logging.getLogger(name).setLevel(min(level, logging.INFO) if level <= logging.WARNING else level)
 
 
 def write_gunicorn_config(settings: Settings, directory: Path) -> Path:
@@ -61,6 +69,11 @@ class WharfServer(Application):
         return create_app(self.settings)
 
 
+def counted(count: int, noun: str) -> str:
+    """"1 project", "2 projects": a count with its noun."""
+    return f"{count:,} {noun}" + ("" if count == 1 else "s")
+
+
 def index_now(settings: Settings) -> tuple[int, int]:
     """Bring the catalog up to date in this process; (projects, files)."""
     catalog = Catalog(settings)
@@ -70,14 +83,20 @@ def index_now(settings: Settings) -> tuple[int, int]:
         catalog.close()
 
 
-def serve(settings: Settings) -> None:
-    """Index the packages, then run gunicorn in the foreground until it is stopped."""
-    configure_logging(settings)
-    for root in settings.packages:
-        root.mkdir(parents=True, exist_ok=True)
+def serve(settings: Settings, flag: Flag = wharf_flag, command: str = "wharf serve") -> None:
+    """Check the directories, index the packages, then run gunicorn in the foreground until stopped.
+
+    ``flag`` spells a setting as the running command's option, for its messages.
+    """
+    require_packages(settings)
+    settings, warnings = usable_state(settings, flag)
+    warnings.append(root_warning(f"start {command} as an unprivileged user that owns the packages directory "
+                                 f"(e.g. runuser -u wharf -- {command} ...)"))
+    configure_logging(settings)  # only now: a refusal to start leaves the process's logging alone
+    for warning in filter(None, warnings):
+        log.warning("%s", warning)
     projects, files = index_now(settings)
-    log.info("serving %d projects (%d files) from %s on http://%s:%d/",
-             projects, files, ", ".join(str(p) for p in settings.packages),
-             bracket_host(settings.host), settings.port)
+    log.info("serving %s (%s) from %s on http://%s:%d/", counted(projects, "project"), counted(files, "file"),
+             ", ".join(str(p) for p in settings.packages), bracket_host(settings.host), settings.port)
     with tempfile.TemporaryDirectory(prefix="wharf-serve-") as directory:
         WharfServer(settings, write_gunicorn_config(settings, Path(directory))).run()

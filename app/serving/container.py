@@ -13,6 +13,7 @@ they are read here only, and the password is dropped before the servers start.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import subprocess
@@ -29,6 +30,8 @@ from .stack import prepare, public_url, trust_commands
 
 _IMAGE_UID = "10001:10001"
 _THIRTY_DAYS = 30 * 24 * 3600
+# What the start's log tells clients to call their copy of a local CA (the home page's commands use it).
+CLIENT_CA_COPY = "wharf-ca.crt"
 
 
 def log(message: str) -> None:
@@ -55,8 +58,8 @@ def _log_trust(settings: Settings, ca: Path) -> None:
     fingerprint = _openssl_says(ca, "-fingerprint", "-sha256").stdout.strip().partition("=")[2]
     cert, key = settings.tls_cert, settings.tls_key
     log(f"clients trust this index through its local CA {ca} (SHA-256 {fingerprint}):")
-    log(f"  docker compose cp wharf:{ca} wharf-ca.crt   (plain docker: docker cp CONTAINER:{ca} wharf-ca.crt)")
-    for line in trust_commands(public_url(settings), "wharf-ca.crt"):
+    log(f"  docker compose cp wharf:{ca} {CLIENT_CA_COPY}   (plain docker: docker cp CONTAINER:{ca} {CLIENT_CA_COPY})")
+    for line in trust_commands(public_url(settings), CLIENT_CA_COPY):
         log(f"  {line}")
     log(f"a certificate of your own replaces it: mount it at {cert}, its key at {key}")
 
@@ -65,15 +68,16 @@ def _readable(path: Path) -> bool:
     return path.is_file() and path.stat().st_size > 0 and os.access(path, os.R_OK)
 
 
-def ensure_certificate(settings: Settings) -> None:
-    """Use the mounted certificate, or make a local CA where the image expects one."""
+def ensure_certificate(settings: Settings) -> Path | None:
+    """Use the mounted certificate, or make a local CA where the image expects one; that CA, if any."""
     cert, key = settings.tls_cert, settings.tls_key
     tls_dir = cert.parent
     ca = tls_dir / "ca.crt"
     if tls_dir.is_dir() and not os.access(tls_dir, os.R_OK | os.X_OK):
         raise SetupError(f"cannot read {tls_dir} as uid {_uid()}: make it readable (the image runs as {_IMAGE_UID})")
     if _readable(cert) and _readable(key):
-        if _readable(ca) and _readable(tls_dir / "ca.key"):
+        local = ca if _readable(ca) and _readable(tls_dir / "ca.key") else None
+        if local:
             _log_trust(settings, ca)
             renew = "remove server.crt, server.key and ca.* from the TLS volume to get new ones"
         else:
@@ -83,6 +87,7 @@ def ensure_certificate(settings: Settings) -> None:
             log(f"warning: {cert} does not name {settings.server_name}; {renew}")
         if _openssl_says(cert, "-checkend", str(_THIRTY_DAYS)).returncode != 0:
             log(f"warning: {cert} expires within 30 days; {renew}")
+        return local
     elif cert.exists() and key.exists():
         raise SetupError(f"cannot read {cert} or {key} as uid {_uid()}, or one is empty: "
                          f"the image runs as {_IMAGE_UID}")
@@ -100,6 +105,7 @@ def ensure_certificate(settings: Settings) -> None:
             raise SetupError(f"could not make a local CA in {tls_dir}: {exc}") from None
         log(f"made a local certificate authority and a certificate for {settings.server_name} in {tls_dir}")
         _log_trust(settings, ca)
+        return ca
 
 
 def _first_password(environ: Mapping[str, str]) -> str:
@@ -141,7 +147,8 @@ def ensure_users(settings: Settings, environ: Mapping[str, str]) -> None:
 
 def start(settings: Settings) -> None:
     """Certificate, users, configs; then become supervisord (does not return)."""
-    ensure_certificate(settings)
+    if ensure_certificate(settings) is not None and not settings.client_ca_file:
+        settings = dataclasses.replace(settings, client_ca_file=CLIENT_CA_COPY)
     ensure_users(settings, os.environ)
     # The servers have no use for the first password.
     os.environ.pop("WHARF_FIRST_PASSWORD", None)

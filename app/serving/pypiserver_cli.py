@@ -52,6 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--server-base-url", default="", help="external base URL of the index")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (repeatable)")
     parser.add_argument("--log-file", default="", help="write logs to this file")
+    parser.add_argument("--state-dir", default=None, metavar="DIR",
+                        help="Wharf: where the file catalog lives [default: PACKAGES_DIR/.wharf, or a "
+                             "directory under ~/.local/state/wharf/ when that is not writable]")
     parser.add_argument("--mirror", action="store_true", help="not supported: use `wharf mirror`")
     for name in _IGNORED:
         parser.add_argument("--" + name.replace("_", "-"), dest=name, default=None,
@@ -81,6 +84,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         server_base_url=args.server_base_url,
         log_level=level,
         log_file=args.log_file,
+        state_dir=Path(args.state_dir).expanduser() if args.state_dir else None,
     )
     if args.cache_control is not None:
         overrides["file_max_age"] = args.cache_control
@@ -109,13 +113,23 @@ def main(argv: list[str] | None = None) -> int:
     if args.backend != "auto":
         print(f"pypi-server: note: --backend {args.backend} is not needed; Wharf keeps its own catalog",
               file=sys.stderr)
+    protected = {a.strip() for a in args.authenticate.split(",")} & {"download", "list"}
+    if protected and args.password_file in (".", ""):
+        parser.error(f"-a {args.authenticate} needs a password file: give -P htpasswd.txt "
+                     "(or '-a . -P .' for an open index)")
     try:
         settings = settings_from_args(args)
     except ValueError as exc:
         parser.error(str(exc))
     from .appserver import serve
+    from .local_ca import SetupError
 
-    serve(settings)
+    flags = {action.dest: action.option_strings[0] for action in parser._actions if action.option_strings}
+    try:
+        serve(settings, flag=lambda name: flags.get(name, "--" + name.replace("_", "-")), command="pypi-server")
+    except SetupError as exc:
+        print(f"pypi-server: error: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

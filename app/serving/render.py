@@ -13,7 +13,8 @@ role's ``template`` module. So that both write the same bytes, the templates
 
 A template ``deploy/<dir>/<name>.j2`` becomes ``<out>/<dir>/<name>``; the rendered files
 refer to each other under ``settings.config_dir``, so render into that directory (the
-default of ``wharf render``), or copy them there.
+default of ``wharf render``; ``wharf render --out DIR`` alone makes DIR the config dir),
+or copy them there (``--out`` with ``--config-dir``, which says so).
 """
 
 from __future__ import annotations

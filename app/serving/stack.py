@@ -21,10 +21,13 @@ from pathlib import Path
 from ..settings import Settings
 from . import render
 from .local_ca import SetupError, make_local_ca
+from .preflight import root_warning, wharf_flag
 
 # Unprivileged ports; any of them can be set (--https-port ...).
 HTTPS_PORT = 8443
 HTTP_PORT = 8880
+# What each port setting is for, in "port ... is taken" messages.
+_PORT_ROLES = {"https_port": "nginx's HTTPS", "http_port": "nginx's HTTP redirect", "port": "gunicorn (the app)"}
 
 
 def stack_settings(settings: Settings, root: Path, explicit: Collection[str] = ()) -> Settings:
@@ -82,10 +85,11 @@ def ensure_certificate(settings: Settings, root: Path) -> Path | None:
 
 def check_ports(settings: Settings) -> None:
     """Fail early, and clearly, if a port the stack needs is taken."""
-    wanted = [(a, settings.https_port) for a in settings.listen] + [(a, settings.http_port) for a in settings.listen]
+    wanted = ([(a, settings.https_port, "https_port") for a in settings.listen]
+              + [(a, settings.http_port, "http_port") for a in settings.listen])
     if not settings.app_servers:
-        wanted.append((settings.host, settings.port))
-    for address, port in wanted:
+        wanted.append((settings.host, settings.port, "port"))
+    for address, port, name in wanted:
         host = "0.0.0.0" if address == "*" else address.strip("[]")
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         with socket.socket(family, socket.SOCK_STREAM) as s:
@@ -93,7 +97,9 @@ def check_ports(settings: Settings) -> None:
             try:
                 s.bind((host, port))
             except OSError as exc:
-                raise SetupError(f"cannot use {host} port {port}: {exc.strerror}") from None
+                what = _PORT_ROLES[name]
+                raise SetupError(f"cannot use {host} port {port} for {what}: {exc.strerror}; "
+                                 f"choose another with {wharf_flag(name)} PORT") from None
 
 
 def prepare(settings: Settings) -> Path:
@@ -153,7 +159,13 @@ def run(settings: Settings, root: Path) -> None:
     if importlib.util.find_spec("supervisor") is None:
         raise SetupError("wharf stack needs supervisor: pip install 'wharf[stack]'")
     ca = ensure_certificate(settings, root)
+    if ca is not None and not settings.client_ca_file:
+        settings = dataclasses.replace(settings, client_ca_file=str(ca))  # the home page's commands name it
     check_ports(settings)
+    warning = root_warning("run wharf stack as an unprivileged user (no part of the stack needs root), "
+                           "or give --run-user USER to have supervisord start gunicorn as that user")
+    if warning and settings.run_user in ("", "root"):
+        print(f"wharf stack: warning: {warning}", file=sys.stderr, flush=True)
     conf = prepare(settings)
     print(describe(settings, ca, conf), file=sys.stderr, flush=True)
     os.execv(sys.executable, [sys.executable, "-m", "supervisor.supervisord", "-c", str(conf)])

@@ -76,7 +76,7 @@ def register(app: Bottle, settings: Settings, catalog: Catalog, access: Access,
                             recent=index.recent, takes_uploads=access.takes_uploads,
                             upstream=pull_through.status() if pull_through is not None else None,
                             needs_login={a: access.protects(a) for a in ("update", "download", "list")},
-                            **urls())
+                            ca=settings.client_ca_file, **urls())
 
     def welcome_page() -> str:
         view = catalog.view

@@ -120,3 +120,29 @@ def test_mirror_over_tls_with_credentials_refuses_bytes_that_do_not_match(tmp_pa
         assert "liar-1.0-py3-none-any.whl" in dist_files(mirror_dir)  # the true file is kept
         assert not [p for p in mirror_dir.iterdir() if p.name.startswith(".")]
         assert all(upstream.authorized(sent) for _path, sent in upstream.requests[-5:])
+
+
+def test_mirror_into_another_directory_checks_that_directory(tmp_path: Path):
+    """``-d OTHER`` gets every file it lacks, even those the index's own packages directory has."""
+    upstream_dir, packages, other = tmp_path / "upstream", tmp_path / "packages", tmp_path / "other"
+    wheel = make_wheel(upstream_dir, "solo", "1.0")
+    sdist = make_sdist(upstream_dir, "solo", "1.0")
+    packages.mkdir()
+    (packages / wheel.name).write_bytes(wheel.read_bytes())  # ./packages has the wheel, OTHER has nothing
+    env = client_env(tmp_path / "home", WHARF_PACKAGES=str(packages))
+    with WharfProcess(upstream_dir) as upstream:
+        index = ["--index-url", upstream.url + "/simple/"]
+        run = wharf_mirror(env, *index, "solo", "-d", str(other))
+        assert run.returncode == 0, run.stdout + run.stderr
+        assert dist_files(other) == {wheel.name, sdist.name}
+        assert "added 2 files" in run.stdout and "0 already there" in run.stdout
+        assert (other / wheel.name).read_bytes() == wheel.read_bytes()
+
+        # A DEST that is one of the index's packages directories counts the others as there: the
+        # index serves them all, so nothing is copied twice.
+        second = tmp_path / "second"
+        env["WHARF_PACKAGES"] = f"{packages},{second}"
+        run = wharf_mirror(env, *index, "solo", "-d", str(second))
+        assert run.returncode == 0, run.stdout + run.stderr
+        assert dist_files(second) == {sdist.name}
+        assert "added 1 file " in run.stdout and "1 already there" in run.stdout

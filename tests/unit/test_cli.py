@@ -123,3 +123,68 @@ def test_docs_prints_writes_and_checks_the_reference(capsys, tmp_path: Path):
     target.write_text(render_reference().replace("Package directories", "Package folders"))
     code, _, err = run(capsys, "docs", "--out", str(target), "--check")
     assert code == 1 and "stale" in err and "python3 -m app docs --out" in err
+
+
+# --- issue 15: the command line as a pypiserver user tries it --------------------------------
+@pytest.mark.parametrize("command", ["serve", "index"])
+def test_a_packages_directory_that_does_not_exist_is_an_error_naming_it(capsys, tmp_path: Path, command):
+    typo = tmp_path / "pakages"
+    code, out, err = run(capsys, command, str(typo), "--state-dir", str(tmp_path / "state"))
+    assert code == 1 and out == ""
+    assert f"packages directory {typo} does not exist" in err
+    assert not typo.exists() and not (tmp_path / "state").exists()  # nothing made, nothing indexed
+
+
+def test_options_may_follow_and_sit_between_positional_arguments(tmp_path: Path):
+    from app.cli import parse_args
+
+    args = parse_args(build_parser(), ["stack", str(tmp_path), "--port", "8081", str(tmp_path / "p"),
+                                       "--https-port", "9443"])
+    assert (args.command, args.dir, args.port, args.https_port) == ("stack", tmp_path, "8081", "9443")
+    assert args.packages_dirs == [str(tmp_path / "p")]
+    settings = settings_from_args(parse_args(build_parser(), ["serve", "a", "--port", "9000", "b"]))
+    assert settings.packages == (Path("a"), Path("b")) and settings.port == 9000
+
+
+def test_a_taken_port_is_named_with_the_option_that_changes_it(tmp_path: Path):
+    import socket
+
+    from app.serving.local_ca import SetupError
+    from app.serving.stack import check_ports, stack_settings
+    from app.settings import Settings
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        for name, option in (("https_port", "--https-port"), ("http_port", "--http-port"), ("port", "--port")):
+            free = {n: 0 for n in ("https_port", "http_port", "port")}
+            free[name] = port
+            settings = stack_settings(Settings(**free), tmp_path, explicit=set(free))
+            with pytest.raises(SetupError) as raised:
+                check_ports(settings)
+            assert f"port {port}" in str(raised.value) and f"choose another with {option} PORT" in str(raised.value)
+
+
+def test_render_out_alone_refers_to_out_and_says_so_otherwise(capsys, tmp_path: Path, monkeypatch):
+    monkeypatch.delenv("WHARF_CONFIG_DIR", raising=False)
+    out_dir = tmp_path / "rendered"
+    code, _, err = run(capsys, "render", "all", "--out", str(out_dir))
+    assert code == 0 and err == ""
+    nginx = (out_dir / "nginx" / "nginx.conf").read_text()
+    assert f"include {out_dir}/nginx/" in nginx and "/etc/wharf" not in nginx
+    assert f"{out_dir}/wharf.env" in (out_dir / "gunicorn" / "gunicorn.conf.py").read_text()
+    assert f"--config {out_dir}/gunicorn/gunicorn.conf.py" in (out_dir / "supervisor" / "wharf.conf").read_text()
+    assert f"files = {out_dir}/supervisor/wharf.conf" in (out_dir / "supervisor" / "supervisord.conf").read_text()
+    code, _, err = run(capsys, "render", "all", "--out", str(tmp_path / "elsewhere"), "--config-dir", "/srv/conf")
+    assert code == 0 and "refer to each other under /srv/conf (--config-dir): copy them there" in err
+
+
+def test_root_is_warned_with_how_not_to(capsys):
+    from app.serving.preflight import root_warning
+
+    warning = root_warning("run it as USER")
+    if os.geteuid() == 0:
+        assert warning.startswith("running as root") and warning.endswith("run it as USER")
+    else:
+        assert warning is None

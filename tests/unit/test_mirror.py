@@ -21,7 +21,7 @@ from app.mirror.resolve import (
     targets,
 )
 from app.mirror.run import _lock_conflict, existing_files, mirror, sdist_of
-from app.cli import TerminalProgress
+from app.mirror.progress import TerminalProgress
 from app.storage import LocalStorage
 from app.upstream.client import UpstreamIndex
 from app.upstream.listings import Listing, UpstreamFile

@@ -78,3 +78,28 @@ def test_mirror_is_refused_clearly(capsys):
     with pytest.raises(SystemExit):
         main(["--mirror", "packages"])
     assert "not implemented" in capsys.readouterr().err
+
+
+def test_state_dir_is_a_wharf_option(tmp_path: Path):
+    assert settings("--state-dir", str(tmp_path / "state"), str(tmp_path)).state_dir == tmp_path / "state"
+    assert settings(str(tmp_path)).state_dir is None  # PACKAGES_DIR/.wharf, as `wharf serve`
+
+
+def test_a_missing_packages_directory_is_an_error_naming_it(tmp_path: Path, capsys):
+    typo = tmp_path / "pakages"
+    assert main(["-p", "0", "-i", "127.0.0.1", str(typo)]) == 1
+    err = capsys.readouterr().err
+    assert f"pypi-server: error: packages directory {typo} does not exist" in err
+    assert not typo.exists()
+
+
+def test_messages_name_pypi_servers_own_flags(tmp_path: Path, capsys):
+    with pytest.raises(SystemExit):
+        main(["-a", "update,download,list", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert "give -P htpasswd.txt" in err and "--password-file" not in err
+    # A state directory that cannot be used is named with the option that chooses another.
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    assert main(["-p", "0", "-i", "127.0.0.1", "--state-dir", str(blocker / "state"), str(tmp_path)]) == 1
+    assert f"cannot keep the catalog in {blocker / 'state'} (--state-dir)" in capsys.readouterr().err
