@@ -18,7 +18,8 @@ from tests.support import ROOT, WharfProcess, client_env, http, make_sdist, make
 
 pytestmark = pytest.mark.slow
 
-POETRY = shutil.which("poetry") or next((p for p in ("/opt/poetry-venv/bin/poetry",) if Path(p).exists()), None)
+# .ci/run installs poetry in a venv of its own (.venv-poetry), as the pypiserver tutorial test uses it.
+POETRY = shutil.which("poetry") or next((str(p) for p in (ROOT / ".venv-poetry" / "bin" / "poetry",) if p.exists()), None)
 
 
 def run(cmd: list[str], env: dict[str, str], **kwargs) -> subprocess.CompletedProcess:
