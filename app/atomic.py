@@ -3,7 +3,8 @@
 Every writer of a file that readers may open at any moment (package files, cached upstream
 listings, the htpasswd file, rendered configs) goes through ``replace_file``: the bytes go
 to a hidden temporary file in the same directory, which is renamed over the target only
-once complete (a rename within one filesystem is atomic).
+once complete (a rename within one filesystem is atomic). Secrets that several processes
+may create at once (``shared_secret``) are linked into place instead, never replaced.
 """
 
 from __future__ import annotations
@@ -56,3 +57,29 @@ def fsync_dir(path: Path) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+def shared_secret(path: Path) -> str:
+    """A random hex secret kept in ``path`` (0600): read it, or make it once.
+
+    Race-free across processes: the secret is written whole to a temporary file and linked
+    into place, which fails if another process made it first (then theirs is the one).
+    """
+    path = Path(path)
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w") as out:
+            out.write(secrets.token_hex(32) + "\n")
+            out.flush()
+            os.fsync(out.fileno())
+        with contextlib.suppress(FileExistsError):
+            os.link(temporary, path)
+    finally:
+        os.unlink(temporary)
+    return path.read_text().strip()

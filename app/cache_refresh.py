@@ -27,8 +27,6 @@ import contextlib
 import hmac
 import http.client
 import logging
-import os
-import secrets
 import threading
 import time
 from collections.abc import Iterable
@@ -36,6 +34,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import quote
 
+from .atomic import shared_secret
 from .catalog import View
 from .settings import Settings
 
@@ -76,24 +75,10 @@ def shared_key(state_dir: Path) -> str | None:
     """The key app servers show nginx's refresh server (made once, kept in the state directory)."""
     path = state_dir / KEY_FILE
     try:
-        return path.read_text().strip() or None
-    except FileNotFoundError:
-        pass
+        return shared_secret(path) or None
     except OSError as exc:
-        log.warning("cannot read %s (%s): refreshes of protected pages will be refused", path, exc.strerror)
+        log.warning("cannot read or make %s (%s): refreshes of protected pages will be refused", path, exc.strerror)
         return None
-    key = secrets.token_hex(32)
-    try:
-        state_dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return shared_key(state_dir)  # another worker made it first
-    except OSError as exc:
-        log.warning("cannot write %s (%s): refreshes of protected pages will be refused", path, exc.strerror)
-        return None
-    with os.fdopen(fd, "w") as out:
-        out.write(key + "\n")
-    return key
 
 
 def holds_key(header: str | None, key: str | None) -> bool:

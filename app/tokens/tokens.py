@@ -15,7 +15,6 @@ import fnmatch
 import hashlib
 import hmac
 import logging
-import os
 import re
 import secrets
 import time
@@ -25,6 +24,7 @@ from pathlib import Path
 
 from packaging.utils import canonicalize_name
 
+from ..atomic import shared_secret
 from .store import TokenRecord, TokenStore
 
 audit = logging.getLogger("wharf.audit")
@@ -73,26 +73,8 @@ def parse_actions(items: list[str] | tuple[str, ...] | str) -> tuple[str, ...]:
 
 
 def server_secret(state_dir: Path) -> bytes:
-    """The key of token digests: read ``token-secret``, or make it once (0600), race-free across workers."""
-    path = Path(state_dir) / "token-secret"
-    try:
-        return bytes.fromhex(path.read_text().strip())
-    except FileNotFoundError:
-        pass
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".token-secret.{os.getpid()}.{secrets.token_hex(4)}")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as out:
-        out.write(secrets.token_hex(32) + "\n")
-        out.flush()
-        os.fsync(out.fileno())
-    try:
-        os.link(temporary, path)  # fails if another process made it first: then theirs is the one
-    except FileExistsError:
-        pass
-    finally:
-        os.unlink(temporary)
-    return bytes.fromhex(path.read_text().strip())
+    """The key of token digests: ``token-secret`` in the state directory, made once (0600)."""
+    return bytes.fromhex(shared_secret(Path(state_dir) / "token-secret"))
 
 
 @dataclass(frozen=True)

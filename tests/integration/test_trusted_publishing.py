@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from app.serving.local_ca import make_local_ca
 from tests.oidc_issuer import REQUEST_TOKEN, TestIssuer, gitlab_claims
-from tests.support import ROOT, client_env, free_port, make_wheel, stop_process, wait_http
+from tests.support import ROOT, client_env, free_port, make_wheel, stop_process
 
 pytestmark = pytest.mark.slow
 

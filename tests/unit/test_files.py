@@ -12,8 +12,6 @@ from pathlib import Path
 
 import pytest
 
-from app import create_app
-from app.settings import Settings
 from tests.support import call_wsgi, make_sdist, make_wheel
 
 

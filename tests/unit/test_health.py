@@ -8,8 +8,6 @@ from pathlib import Path
 
 from passlib.apache import HtpasswdFile
 
-from app import create_app
-from app.settings import Settings
 from tests.support import call_wsgi, make_wheel
 
 

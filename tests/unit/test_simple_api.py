@@ -15,8 +15,6 @@ from urllib.parse import unquote, urljoin, urlsplit
 import pytest
 from bottle import HTTPError
 
-from app import create_app
-from app.settings import Settings
 from app.simple_api import HTML_V1, JSON_V1, TEXT_HTML, negotiate
 from tests.support import call_wsgi, make_sdist, make_wheel
 

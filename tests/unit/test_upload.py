@@ -14,8 +14,7 @@ from pathlib import Path
 import pytest
 from passlib.hash import bcrypt
 
-from app import cli, create_app
-from app.settings import Settings
+from app import cli
 from tests.support import make_sdist, make_wheel
 
 BOUNDARY = "wharf-test-boundary-7f3a"

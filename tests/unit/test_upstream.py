@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from app import create_app
 from app.settings import Settings
 from app.upstream.client import UpstreamIndex, redact
 from app.upstream.listings import (

@@ -14,7 +14,6 @@ import html5lib
 import pytest
 from passlib.apache import HtpasswdFile
 
-from app import create_app
 from app.catalog import Catalog, View
 from app.settings import Settings
 from app.storage import LocalStorage
