@@ -7,10 +7,10 @@ What is costly to learn from a file (hashes, core metadata) is kept here, keyed 
 from __future__ import annotations
 
 import contextlib
-import fcntl
-import os
 import sqlite3
 from pathlib import Path
+
+from ..sqlite_files import open_sqlite
 
 # How many journal entries to keep; a worker further behind reloads everything.
 JOURNAL_KEEP = 100_000
@@ -36,21 +36,8 @@ FILE_COLUMNS = (
 )
 
 def connect(state_dir: Path, db_path: Path) -> sqlite3.Connection:
-    """A connection in WAL mode to a database with the schema in place."""
-    # Switching a new database to WAL and creating its tables can answer "database is
-    # locked" at once, without waiting, while another process does the same (gunicorn
-    # starts its workers together): one at a time.
-    fd = os.open(state_dir / "setup.lock", os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        conn = sqlite3.connect(db_path, timeout=60, isolation_level=None)
-        if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
-            conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=NORMAL")
-        conn.executescript(SCHEMA)
-    finally:
-        os.close(fd)
-    return conn
+    """A connection in WAL mode to a database with the schema in place (app/sqlite_files.py)."""
+    return open_sqlite(db_path, schema=SCHEMA)
 
 
 @contextlib.contextmanager

@@ -8,7 +8,6 @@ the one implementation today (a PostgreSQL one can follow behind the same method
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 import time
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ from pathlib import Path
 from typing import Protocol
 
 from ..settings import Settings
+from ..sqlite_files import open_sqlite
 
 FILENAME = "policy.sqlite3"
 STATUSES = ("active", "archived", "deprecated", "quarantined")
@@ -84,9 +84,8 @@ class SQLitePolicyStore:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.executescript(SCHEMA)
+        # Statuses and removals cannot be learnt again from the files: each write survives a crash.
+        self._db = open_sqlite(path, schema=SCHEMA, synchronous="FULL", shared=True, timeout=30)
         self._version: int | None = None
         self._statuses: dict[str, ProjectStatus] = {}
 

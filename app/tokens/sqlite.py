@@ -8,11 +8,11 @@ need their own.
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 import threading
 from pathlib import Path
 
+from ..sqlite_files import open_sqlite
 from .store import TokenRecord, TokenStore
 
 SCHEMA = """
@@ -42,12 +42,8 @@ class SQLiteTokenStore(TokenStore):
     def _connection(self) -> sqlite3.Connection:
         db = getattr(self._local, "db", None)
         if db is None:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-            os.close(fd)
-            db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
-            db.execute("PRAGMA busy_timeout = 30000")
-            db.execute("PRAGMA journal_mode = WAL")
-            db.execute("PRAGMA synchronous = FULL")  # a created or revoked token survives a power cut
+            # 0600: it holds token digests; FULL: a created or revoked token survives a power cut.
+            db = open_sqlite(self.path, synchronous="FULL", mode=0o600, shared=True, timeout=30)
             self._local.db = db
             with self._lock:
                 self._connections.append(db)
