@@ -36,13 +36,17 @@ def _plain_error(error: bottle.HTTPError) -> str:
     # What a cache in front of Wharf may keep of an error (any cache: a third-party nginx
     # with "proxy_cache_valid any 5m" obeys these over its own lifetimes). A refusal depends
     # on the credentials sent: never stored. A 404 may be kept a few seconds, no longer
-    # (a project uploaded next must show); Wharf's own nginx stores it too, so that its
-    # refresh of a removed file or project replaces the old copy (app/cache_refresh.py).
+    # (a project uploaded next must show). Wharf's own nginx stores a 404 only when its
+    # refresh asked (app/cache_refresh.py): that replaces what a removed file or project
+    # left in the cache. Any other 404 it does not keep, so a file uploaded right after
+    # shows even if the refresh of its upload was lost (a worker killed meanwhile).
     if error.status_code in (401, 403):
         bottle.response.set_header("Cache-Control", "no-store")
     elif error.status_code == 404:
         bottle.response.set_header("Cache-Control", f"max-age={NOT_FOUND_MAX_AGE}")
-        bottle.response.set_header("X-Accel-Expires", str(NOT_FOUND_MAX_AGE))
+        refresh = cache_refresh.holds_key(bottle.request.get_header(cache_refresh.KEY_HEADER),
+                                          bottle.request.app.config.get("wharf.refresh_key"))
+        bottle.response.set_header("X-Accel-Expires", str(NOT_FOUND_MAX_AGE) if refresh else "0")
     # A Refusal is an answer the app chose, with its reason (507: the disk is full); other
     # 5xx are failures, whose details stay in the log.
     if error.status_code >= 500 and not isinstance(error, Refusal):
@@ -78,6 +82,7 @@ def create_app(settings: Settings, *, watch: bool = True) -> bottle.Bottle:
     app = bottle.Bottle(catchall=True)
     app.config["wharf.settings"] = settings
     app.config["wharf.catalog"] = catalog
+    app.config["wharf.refresh_key"] = refresher.key  # 404s that nginx's refreshes may store
     app.default_error_handler = _plain_error
     # A change another worker made (upload, removal, yank) shows on the very next request.
     app.add_hook("before_request", catalog.catch_up)

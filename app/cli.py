@@ -389,7 +389,8 @@ def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None = None) -
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    if argv and argv[0] in commands.choices:
+    # A command with subcommands of its own (token, publisher) cannot be parsed intermixed.
+    if argv and argv[0] in commands.choices and commands.choices[argv[0]]._subparsers is None:
         args = commands.choices[argv[0]].parse_intermixed_args(argv[1:])
         args.command = argv[0]
         return args

@@ -55,3 +55,12 @@ proc_name = "wharf"
 # gunicorn >= 27 opens a control socket at one fixed path per user by default, which
 # two indexes on one machine would fight over.
 control_socket_disable = True
+
+
+# 6. A worker whose master died (killed, OOM) finishes the request it is serving and exits:
+#    gunicorn's sync worker only checks its parent when no connection is waiting, so under
+#    steady traffic an orphan kept serving, and held the port the restarted master needs.
+def post_request(worker, req, environ, resp):
+    if os.getppid() != worker.ppid:
+        worker.log.info("master %s is gone: worker %s exits after this request", worker.ppid, worker.pid)
+        worker.alive = False
