@@ -72,6 +72,7 @@ class Catalog:
         self._local = threading.local()
         self._generation = 0  # bumped when the database file was replaced: reconnect
         self._rebuilding = False  # the database was lost: reload once a sweep rebuilt it
+        self._outage: str | None = None  # why the database is unreachable (logged once)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._versions: dict[str, Version] = {}
@@ -170,8 +171,13 @@ class Catalog:
                 else:
                     self.sync()
                 self._report_scan()
+                if self._outage:
+                    log.warning("the catalog database answers again")
+                    self._outage = None
             except unavailable_errors() as exc:  # PostgreSQL down: serve from memory, retry next pass
-                log.warning("catalog pass failed: %s", exc)
+                if self._outage is None:
+                    log.error("the catalog database is unavailable, serving from memory: %s", exc)
+                self._outage = str(exc)
             except sqlite3.DatabaseError as exc:
                 if self.database.recover(exc):
                     self._lost_database()
