@@ -19,6 +19,7 @@ from .policy.store import policy_store_for
 from .upstream import pull_through
 from .auth import Access, Refusal
 from .catalog import Catalog
+from .databases import DatabaseUnavailable
 from .proxy import ProxyHeaders
 from .settings import Settings
 
@@ -47,6 +48,14 @@ def _plain_error(error: bottle.HTTPError) -> str:
         refresh = cache_refresh.holds_key(bottle.request.get_header(cache_refresh.KEY_HEADER),
                                           bottle.request.app.config.get("wharf.refresh_key"))
         bottle.response.set_header("X-Accel-Expires", str(NOT_FOUND_MAX_AGE) if refresh else "0")
+    # A database that is down (PostgreSQL restarting) refuses writes for a moment: say so
+    # and when to try again, rather than report a failure.
+    if isinstance(error.exception, DatabaseUnavailable):
+        log.warning("%s %s refused: %s", bottle.request.method, bottle.request.path, error.exception)
+        bottle.response.status = 503
+        bottle.response.set_header("Retry-After", "5")
+        bottle.response.set_header("Cache-Control", "no-store")
+        return "503 the index's database is unavailable; nothing was changed, try again shortly\n"
     # A Refusal is an answer the app chose, with its reason (507: the disk is full); other
     # 5xx are failures, whose details stay in the log.
     if error.status_code >= 500 and not isinstance(error, Refusal):

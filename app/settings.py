@@ -40,6 +40,7 @@ class Settings:
     state_dir: Path | None = field(default=None, metadata={"help": "Where the file catalog (SQLite) lives; empty means \"<first packages dir>/.wharf\"."})
     scan_interval: float = field(default=0.5, metadata={"help": "Seconds between checks of the packages directories for files added by hand."})
     full_scan_interval: float = field(default=300.0, metadata={"help": "Seconds between full sweeps that also catch files rewritten in place."})
+    database_url: str = field(default="", metadata={"help": "The database of the catalog and the durable state (yanks, upload records, statuses, tokens): empty means SQLite files in the state directory; postgresql://USER:PASSWORD@HOST:PORT/DB means one PostgreSQL database that any number of app nodes share (docs/database.md)."})
     hash_algo: str = field(default="sha256", metadata={"help": "Hash in the simple API's URL fragments: sha256 (default), md5, sha1, sha384, sha512, blake2b_256, or \"off\". JSON always carries sha256."})
     index_max_age: int = field(default=1, metadata={"help": "Cache-Control max-age (seconds) of index pages; validators make them cheap to renew."})
     file_max_age: int = field(default=31536000, metadata={"help": "Cache-Control max-age (seconds) of package files (immutable once published)."})
@@ -149,6 +150,8 @@ class Settings:
             raise ValueError(f"unknown action(s) {', '.join(bad)}: use {', '.join(ACTIONS)} or '.'")
         if not self.packages:
             raise ValueError("at least one packages directory is needed")
+        if self.database_url and not self.database_url.startswith(("postgresql://", "postgres://")):
+            raise ValueError("database_url must be empty (SQLite) or a postgresql:// URL")
         if self.upstream_url and not self.upstream_url.startswith(("http://", "https://")):
             raise ValueError("upstream_url must be an http:// or https:// URL")
         negative = [name for name in ("index_max_age", "file_max_age", "file_recheck") if getattr(self, name) < 0]

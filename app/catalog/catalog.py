@@ -15,11 +15,10 @@ polls the journal and reloads just the projects that changed.
 
 from __future__ import annotations
 
+import contextlib
 import errno
-import fcntl
 import json
 import logging
-import os
 import sqlite3
 import sys
 import threading
@@ -30,17 +29,22 @@ from pathlib import Path
 from packaging.version import Version
 
 from ..dists import DistName, InvalidDistribution, parse_filename, read_core_metadata
+from ..databases import DatabaseUnavailable, unavailable_errors
 from ..settings import Settings
 from ..storage import Storage, storage_for
-from .database import FILE_COLUMNS, connect, transaction
+from .database import FILE_COLUMNS, database_for
 from .records import DistFile, Project, View, add_urls, make_view
 from .scanner import HEARTBEAT, Scanner, read_file, write_file
 
 log = logging.getLogger("wharf.catalog")
 
 
-class CatalogUnavailable(Exception):
+class CatalogUnavailable(DatabaseUnavailable):
     """The catalog's database refused a write (locked past its timeout, unreachable)."""
+
+
+class FileConflict(Exception):
+    """Another upload (through any node) published this file name with other bytes first."""
 
 
 # Seconds without a scanner heartbeat after which /health reports the scanner stalled.
@@ -58,14 +62,17 @@ class Catalog:
         self.settings = settings
         self.storage = storage if storage is not None else storage_for(settings)
         self.state_dir = Path(settings.state_path)
-        self.db_path = self.state_dir / "catalog.sqlite3"
+        self.database = database_for(settings, self.state_dir)
+        self.db_path = self.state_dir / "catalog.sqlite3"  # (SQLite only)
         self.algorithms = tuple(dict.fromkeys(a for a in ("sha256", settings.hash_algo) if a != "off"))
         self.view = View()
         self.last_scan: float | None = None
         self.root_names = self.storage.root_names()
         self._seq = 0
         self._local = threading.local()
-        self._lock_fd: int | None = None
+        self._generation = 0  # bumped when the database file was replaced: reconnect
+        self._rebuilding = False  # the database was lost: reload once a sweep rebuilt it
+        self._outage: str | None = None  # why the database is unreachable (logged once)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._versions: dict[str, Version] = {}
@@ -107,6 +114,7 @@ class Catalog:
         if self._thread:
             self._thread.join(timeout=5)
         self._release()
+        self.database.close()
         conn = getattr(self._local, "conn", None)
         if conn is not None:
             conn.close()
@@ -149,14 +157,49 @@ class Catalog:
         while first or not self._stop.wait(interval):
             first = False
             try:
+                self._check_database()
+                if self._scanner is not None and not self.database.holds_scanner_lock():
+                    self._scanner = None
                 if self._scanner is None and self._try_lead():
                     self._scanner.sweep()
                 elif self._scanner is not None:
-                    self._scanner.poll()
-                self.sync()
+                    self._scanner.sweep() if self._rebuilding else self._scanner.poll()
+                if self._rebuilding and self._complete():
+                    self._rebuilding = False
+                    self.reload()
+                    log.warning("the catalog database was rebuilt; serving from it again")
+                else:
+                    self.sync()
                 self._report_scan()
+                if self._outage:
+                    log.warning("the catalog database answers again")
+                    self._outage = None
+            except unavailable_errors() as exc:  # PostgreSQL down: serve from memory, retry next pass
+                if self._outage is None:
+                    log.error("the catalog database is unavailable, serving from memory: %s", exc)
+                self._outage = str(exc)
+            except sqlite3.DatabaseError as exc:
+                if self.database.recover(exc):
+                    self._lost_database()
+                else:
+                    log.exception("catalog pass failed")
             except Exception:  # keep watching whatever one pass ran into
                 log.exception("catalog pass failed")
+
+    def _check_database(self) -> None:
+        """Notice a database file deleted or replaced under us (never keep writing to an unlinked one)."""
+        conn = getattr(self._local, "conn", None)
+        if conn is not None and getattr(self._local, "generation", 0) == self._generation \
+                and not self.database.usable(conn) and self.database.name == "catalog.sqlite3":
+            log.error("the catalog database %s was deleted or replaced while running: rebuilding it from the "
+                      "packages (yanks and upload records are kept apart)", self.db_path)
+            self._lost_database()
+
+    def _lost_database(self) -> None:
+        self._generation += 1
+        self._rebuilding = True
+        if self._scanner is not None:
+            self._scanner.dirs.clear()
 
     def _report_scan(self) -> None:
         """Hand the views before and after to ``after_scan``: files found by hand, and (again,
@@ -169,11 +212,17 @@ class Catalog:
             self.after_scan(before, self.view)
 
     # --- database ----------------------------------------------------------------------
-    def db(self) -> sqlite3.Connection:
-        """This thread's connection to the catalog database."""
+    def db(self):
+        """This thread's connection to the catalog database (a new one if it died)."""
         conn = getattr(self._local, "conn", None)
+        if conn is not None and (getattr(self._local, "generation", 0) != self._generation
+                                 or (self.database.name != "catalog.sqlite3" and not self.database.usable(conn))):
+            with contextlib.suppress(Exception):
+                conn.close()
+            conn = self._local.conn = None
         if conn is None:
-            conn = self._local.conn = connect(self.state_dir, self.db_path)
+            conn = self.database.connect()
+            self._local.conn, self._local.generation = conn, self._generation
         return conn
 
     def _complete(self) -> bool:
@@ -182,26 +231,17 @@ class Catalog:
 
     # --- leadership (one scanner at a time) -------------------------------------------
     def _try_lead(self) -> bool:
-        return self._lead(blocking=False)
-
-    def _lead(self, blocking: bool) -> bool:
+        """Become the one scanner (a flock, or PostgreSQL's advisory lock across nodes)."""
         if self._scanner is not None:
             return True
-        fd = os.open(self.state_dir / "scan.lock", os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
-        except BlockingIOError:
-            os.close(fd)
+        if not self.database.try_lock_scanner():
             return False
-        self._lock_fd = fd
         self._scanner = Scanner(self)
         self._scanned = self.view  # what changes from here on is reported
         return True
 
     def _release(self) -> None:
-        if self._lock_fd is not None:
-            os.close(self._lock_fd)
-            self._lock_fd = None
+        self.database.release_scanner()
         self._scanner = None
 
     # --- loading into memory ----------------------------------------------------------
@@ -252,24 +292,33 @@ class Catalog:
         Called before each request, so an upload or yank answered by one worker is seen by
         the next request whichever worker takes it; skipped if this process is syncing.
         """
-        # PRAGMA data_version changes only when another connection commits, and costs no
-        # table read: most requests stop here.
-        version = self.db().execute("PRAGMA data_version").fetchone()[0]
-        if version == getattr(self._local, "data_version", None):
-            return
-        if self._sync_lock.acquire(blocking=False):
-            try:
-                self.sync()
-                self._local.data_version = version
-            finally:
-                self._sync_lock.release()
+        # SQLite: PRAGMA data_version; PostgreSQL: a stat of this node's stamp file. Most
+        # requests stop here; other nodes' changes arrive through the watcher's sync.
+        try:
+            changed, version = self.database.changed(self.db(), getattr(self._local, "data_version", None))
+            if not changed:
+                return
+            if self._sync_lock.acquire(blocking=False):
+                try:
+                    self.sync()
+                    self._local.data_version = version
+                finally:
+                    self._sync_lock.release()
+        except (*unavailable_errors(), sqlite3.DatabaseError) as exc:  # down or damaged: answer from memory
+            log.warning("serving the catalog from memory: %s", exc)
 
     def sync(self) -> bool:
         """Apply journal entries newer than ours; True if anything changed."""
         with self._sync_lock:
+            if self._rebuilding:
+                return False  # keep serving what we had until the rebuild is complete
             conn = self.db()
             rows = conn.execute("SELECT seq, project FROM changes WHERE seq > ? ORDER BY seq", (self._seq,)).fetchall()
             if not rows:
+                newest = conn.execute("SELECT coalesce(max(seq), 0) FROM changes").fetchone()[0] if self._seq else 0
+                if newest < self._seq:
+                    self.reload()  # a new journal (the database was rebuilt or restored)
+                    return True
                 return False
             oldest = conn.execute("SELECT min(seq) FROM changes").fetchone()[0]
             if self._seq and oldest > self._seq + 1:
@@ -297,49 +346,93 @@ class Catalog:
         return True
 
     # --- changes made by the app (uploads, removals, yanks) ---------------------------
-    def record(self, relpath: str, hashes: dict[str, str] | None = None) -> DistFile | None:
-        """Index a file just written under the first root, and show it at once."""
+    def _write(self, what: str, changes: Callable) -> object:
+        """Run ``changes(conn)`` in one transaction; CatalogUnavailable if the database refused it."""
+        try:
+            conn = self.db()
+            with self.database.transaction(conn):
+                result = changes(conn)
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorcode == sqlite3.SQLITE_FULL:  # callers handle a full disk as OSError
+                raise OSError(errno.ENOSPC, f"cannot {what}: {exc}") from exc
+            raise CatalogUnavailable(f"cannot {what}: {exc}") from exc
+        except unavailable_errors() as exc:
+            raise CatalogUnavailable(f"cannot {what}: {exc}") from exc
+        self.database.announce()
+        self.sync()
+        return result
+
+    def record(self, relpath: str, hashes: dict[str, str] | None = None, *,
+               uploaded_by: str | None = None, replace: bool = False) -> DistFile | None:
+        """Index a file just written under the first root, and show it at once.
+
+        With ``uploaded_by`` (an upload) the durable upload record is written in the same
+        transaction; its unique file name settles a race between nodes: FileConflict if
+        another upload holds the name with other bytes (unless ``replace``).
+        """
         key = self.storage.stat_file(0, relpath)
         if key is None:
             return None
         row = read_file(self, 0, relpath, key, hashes)
         if row is None:
             return None
-        conn = self.db()
-        try:
-            with transaction(conn):
-                project = write_file(conn, row)
-        except sqlite3.OperationalError as exc:
-            if exc.sqlite_errorcode == sqlite3.SQLITE_FULL:  # callers handle a full disk as OSError
-                raise OSError(errno.ENOSPC, f"cannot index {relpath}: {exc}") from exc
-            raise CatalogUnavailable(f"cannot record {relpath}: {exc}") from exc
-        self.sync()
+
+        def changes(conn) -> str:
+            if uploaded_by is not None:
+                self._claim(conn, row[3], json.loads(row[12])["sha256"], uploaded_by, replace)
+            return write_file(conn, row)
+
+        project = self._write(f"record {relpath}", changes)
         return self.find(relpath) if project else None
+
+    @staticmethod
+    def _claim(conn, filename: str, sha256: str, by: str, replace: bool) -> None:
+        claimed = conn.execute(
+            "INSERT INTO uploads(filename, sha256, uploaded_by, uploaded_at) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (filename) DO NOTHING", (filename, sha256, by, time.time())).rowcount
+        if claimed:
+            return
+        held = conn.execute("SELECT sha256 FROM uploads WHERE filename = ?", (filename,)).fetchone()
+        listed = conn.execute("SELECT 1 FROM files WHERE filename = ? LIMIT 1", (filename,)).fetchone()
+        if held and held[0] != sha256 and listed and not replace:
+            raise FileConflict(f"{filename} already exists with different content")
+        conn.execute("UPDATE uploads SET sha256 = ?, uploaded_by = ?, uploaded_at = ? WHERE filename = ?",
+                     (sha256, by, time.time(), filename))
+
+    def uploader(self, filename: str) -> tuple[str, float] | None:
+        """Who uploaded this file name and when (the durable upload record), or None."""
+        row = self.db().execute("SELECT uploaded_by, uploaded_at FROM uploads WHERE filename = ?",
+                                (filename,)).fetchone()
+        return (row[0], row[1]) if row else None
 
     def forget(self, dist: DistFile) -> bool:
         """Delete a file from disk and from the index."""
         removed = self.storage.delete(dist.root, dist.relpath)
-        conn = self.db()
-        with transaction(conn):
+
+        def changes(conn) -> None:
             conn.execute("DELETE FROM files WHERE root = ? AND relpath = ?", (self.root_names[dist.root], dist.relpath))
+            if not conn.execute("SELECT 1 FROM files WHERE filename = ? LIMIT 1", (dist.filename,)).fetchone():
+                conn.execute("DELETE FROM uploads WHERE filename = ?", (dist.filename,))
             conn.execute("INSERT INTO changes(project) VALUES (?)", (dist.project,))
-        self.sync()
+
+        self._write(f"remove {dist.relpath}", changes)
         return removed
 
     def set_yanked(self, files: Iterable[DistFile], reason: str | None) -> int:
         """Yank (reason is a string, possibly empty) or unyank (None) files."""
-        conn = self.db()
-        count = 0
-        with transaction(conn):
+        files = list(files)
+
+        def changes(conn) -> None:
             for f in files:
                 if reason is None:
                     conn.execute("DELETE FROM yanks WHERE filename = ?", (f.filename,))
                 else:
-                    conn.execute("INSERT OR REPLACE INTO yanks(filename, reason) VALUES (?, ?)", (f.filename, reason))
+                    conn.execute("INSERT INTO yanks(filename, reason) VALUES (?, ?)"
+                                 " ON CONFLICT (filename) DO UPDATE SET reason = excluded.reason", (f.filename, reason))
                 conn.execute("INSERT INTO changes(project) VALUES (?)", (f.project,))
-                count += 1
-        self.sync()
-        return count
+
+        self._write("change yanks", changes)
+        return len(files)
 
     # --- queries -----------------------------------------------------------------------
     def project(self, name: str) -> Project | None:

@@ -11,14 +11,13 @@ import contextlib
 import hashlib
 import json
 import logging
-import sqlite3
 import time
 from typing import TYPE_CHECKING
 
 from ..atomic import write_file as write_file_atomically
 from ..dists import CoreMetadata, InvalidDistribution, parse_filename
 from ..storage import FileKey
-from .database import JOURNAL_KEEP, like_prefix, transaction
+from .database import JOURNAL_KEEP, UPSERT_FILE, has_hashes, like_prefix
 
 if TYPE_CHECKING:
     from .catalog import Catalog
@@ -76,12 +75,9 @@ def read_file(catalog: Catalog, root: int, relpath: str, key: FileKey,
             parsed.summary if parsed else None)
 
 
-def write_file(conn: sqlite3.Connection, row: tuple) -> str:
+def write_file(conn, row: tuple) -> str:
     """Store a row made by ``read_file`` (inside the caller's transaction); returns its project."""
-    conn.execute(
-        "INSERT OR REPLACE INTO files(root, relpath, dir, filename, project, name, version, packagetype,"
-        " size, mtime_ns, inode, upload_time, hashes, requires_python, metadata_sha256, summary)"
-        " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", row)
+    conn.execute(UPSERT_FILE, row)
     conn.execute("INSERT INTO changes(project) VALUES (?)", (row[4],))
     return row[4]
 
@@ -92,6 +88,7 @@ class Scanner:
     def __init__(self, catalog: Catalog):
         self.catalog = catalog
         self.storage = catalog.storage
+        self.transaction = catalog.database.transaction
         self.dirs: dict[tuple[int, str], int] = {}  # known directories and their mtime_ns
         self.pending: set[tuple[int, str]] = set()  # directories with files still settling
         self.last_sweep = 0.0
@@ -116,7 +113,7 @@ class Scanner:
             time.sleep(SETTLE_SECONDS)
             for root, reldir in list(self.pending):
                 self._reconcile(conn, root, reldir, full=False)
-        with transaction(conn):
+        with self.transaction(conn):
             placeholders = ",".join("?" * len(roots))
             gone = conn.execute(f"SELECT DISTINCT project FROM files WHERE root NOT IN ({placeholders})", roots).fetchall()
             conn.execute(f"DELETE FROM files WHERE root NOT IN ({placeholders})", roots)
@@ -130,7 +127,8 @@ class Scanner:
                         conn.execute(f"DELETE FROM files {where}", (rootname, reldir))
             conn.executemany("INSERT INTO changes(project) VALUES (?)", gone)
             conn.execute("DELETE FROM changes WHERE seq < (SELECT max(seq) FROM changes) - ?", (JOURNAL_KEEP,))
-            conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('complete', ?)", (json.dumps(roots),))
+            conn.execute("INSERT INTO meta(key, value) VALUES ('complete', ?)"
+                         " ON CONFLICT (key) DO UPDATE SET value = excluded.value", (json.dumps(roots),))
         self.last_sweep = time.monotonic()
         self.catalog.last_scan = time.time()
         self.beat()
@@ -157,7 +155,7 @@ class Scanner:
         self.catalog.last_scan = time.time()
         self.beat()
 
-    def _reconcile(self, conn: sqlite3.Connection, root: int, reldir: str, full: bool) -> None:
+    def _reconcile(self, conn, root: int, reldir: str, full: bool) -> None:
         mtime = self.storage.stat_dir(root, reldir)
         listing = self.storage.list_dir(root, reldir)
         if mtime is None or listing is None:
@@ -182,10 +180,10 @@ class Scanner:
 
         # The known rows are streamed against the listing, never held: a directory may hold
         # 100,000 files. Reading first and writing after keeps the cursor out of the writes.
-        has_hashes = " AND ".join(["json_type(hashes, ?) IS NOT NULL"] * len(self.catalog.algorithms)) or "1"
+        complete_sql, complete_params = has_hashes(self.catalog.algorithms)
         for relpath, size, mtime_ns, inode, complete in conn.execute(
-            f"SELECT relpath, size, mtime_ns, inode, {has_hashes} FROM files WHERE root = ? AND dir = ?",
-            (*(f"$.{a}" for a in self.catalog.algorithms), rootname, reldir),
+            f"SELECT relpath, size, mtime_ns, inode, CASE WHEN {complete_sql} THEN 1 ELSE 0 END"
+            " FROM files WHERE root = ? AND dir = ?", (*complete_params, rootname, reldir),
         ):
             listed_inode = on_disk.pop(relpath[len(prefix):], None)
             if listed_inode is None:
@@ -215,12 +213,12 @@ class Scanner:
                 if row is not None:
                     rows.append(row)
             if rows:
-                with transaction(conn):
+                with self.transaction(conn):
                     for row in rows:
                         write_file(conn, row)
             self.beat()
         if gone:
-            with transaction(conn):
+            with self.transaction(conn):
                 for relpath in gone:
                     self._delete(conn, rootname, relpath)
         self.dirs[(root, reldir)] = mtime
@@ -233,20 +231,20 @@ class Scanner:
         for sub in previous - set(listing.subdirs):
             self._forget_dir(conn, root, sub)
 
-    def _delete(self, conn: sqlite3.Connection, rootname: str, relpath: str) -> None:
+    def _delete(self, conn, rootname: str, relpath: str) -> None:
         row = conn.execute("SELECT project FROM files WHERE root = ? AND relpath = ?", (rootname, relpath)).fetchone()
         if row:
             conn.execute("DELETE FROM files WHERE root = ? AND relpath = ?", (rootname, relpath))
             conn.execute("INSERT INTO changes(project) VALUES (?)", row)
 
-    def _forget_dir(self, conn: sqlite3.Connection, root: int, reldir: str) -> None:
+    def _forget_dir(self, conn, root: int, reldir: str) -> None:
         """A directory vanished: drop it, its subdirectories and their files."""
         rootname = self.catalog.root_names[root]
         prefix = reldir + "/"
         for key in [k for k in self.dirs if k[0] == root and (k[1] == reldir or k[1].startswith(prefix))]:
             self.dirs.pop(key, None)
             self.pending.discard(key)
-        with transaction(conn):
+        with self.transaction(conn):
             if reldir:
                 where, params = "root = ? AND (dir = ? OR dir LIKE ? ESCAPE '\\')", (rootname, reldir, like_prefix(prefix))
             else:

@@ -2,8 +2,8 @@
 
 Unlike the catalog database, nothing here can be derived from the package files, so it
 lives in a file of its own (``policy.sqlite3`` in the state directory) that survives a
-catalog rebuild. ``PolicyStore`` is the interface the app uses; ``SQLitePolicyStore`` is
-the one implementation today (a PostgreSQL one can follow behind the same methods).
+catalog rebuild. ``PolicyStore`` is the interface the app uses; ``SQLitePolicyStore`` and
+``PostgresPolicyStore`` (with ``database_url``: the database every node shares) implement it.
 """
 
 from __future__ import annotations
@@ -126,6 +126,79 @@ class SQLitePolicyStore:
             self._db.close()
 
 
-def policy_store_for(settings: Settings) -> SQLitePolicyStore:
-    """The policy store of an index (``policy.sqlite3`` in its state directory)."""
+class PostgresPolicyStore:
+    """The policy records in the PostgreSQL database every node shares.
+
+    Statuses are read on every page: they are kept in memory and reloaded at most every
+    ``REFRESH`` seconds (and at once after this process's own change), so pages never
+    wait for the database, and keep answering while it is down.
+    """
+
+    REFRESH = 1.0
+
+    def __init__(self, url: str):
+        from ..catalog.postgres import create_schema
+
+        self.url = url
+        self._lock = threading.Lock()
+        self._conn = None
+        self._loaded = 0.0
+        self._statuses: dict[str, ProjectStatus] = {}
+        create_schema(self._connection(), SCHEMA.replace(" REAL", " DOUBLE PRECISION"))
+
+    def _connection(self):
+        from ..databases import PgConnection
+
+        if self._conn is None or not self._conn.usable:
+            self._conn = PgConnection(self.url)
+        return self._conn
+
+    def _fresh_statuses(self) -> dict[str, ProjectStatus]:
+        if time.monotonic() - self._loaded > self.REFRESH and self._lock.acquire(blocking=False):
+            try:
+                rows = self._connection().execute("SELECT project, status, reason FROM project_status").fetchall()
+                self._statuses = {p: ProjectStatus(s, r) for p, s, r in rows if s != "active" or r}
+            except Exception:  # the database is down: the statuses we had stand
+                pass
+            finally:
+                self._loaded = time.monotonic()
+                self._lock.release()
+        return self._statuses
+
+    def status(self, project: str) -> ProjectStatus:
+        return self._fresh_statuses().get(project, ACTIVE)
+
+    def set_status(self, project: str, status: ProjectStatus, by: str) -> None:
+        if status.status not in STATUSES:
+            raise ValueError(f"unknown status {status.status!r}: use {', '.join(STATUSES)}")
+        with self._lock:
+            self._connection().execute(
+                "INSERT INTO project_status VALUES (?, ?, ?, ?, ?) ON CONFLICT(project) DO UPDATE SET "
+                "status=excluded.status, reason=excluded.reason, changed_by=excluded.changed_by, "
+                "changed_at=excluded.changed_at", (project, status.status, status.reason, by, time.time()))
+            self._loaded = 0.0
+
+    def record_removal(self, filename: str, sha256: str, by: str) -> None:
+        with self._lock:
+            self._connection().execute("INSERT INTO removals VALUES (?, ?, ?, ?)", (filename, sha256, by, time.time()))
+
+    def removals(self, filename: str) -> list[Removal]:
+        with self._lock:
+            rows = self._connection().execute("SELECT filename, sha256, removed_by, removed_at FROM removals "
+                                              "WHERE filename = ? ORDER BY removed_at", (filename,)).fetchall()
+        return [Removal(*row) for row in rows]
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+
+def policy_store_for(settings: Settings) -> PolicyStore:
+    """The policy store of an index: its PostgreSQL database, or ``policy.sqlite3`` in its state directory."""
+    from ..databases import uses_postgres
+
+    if uses_postgres(settings):
+        return PostgresPolicyStore(settings.database_url)
     return SQLitePolicyStore(Path(settings.state_path) / FILENAME)

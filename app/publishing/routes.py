@@ -18,7 +18,7 @@ from packaging.version import InvalidVersion, Version
 
 from ..auth import Access, Refusal
 from ..cache_refresh import CacheRefresher, refreshed
-from ..catalog import Catalog, CatalogUnavailable, DistFile
+from ..catalog import Catalog, CatalogUnavailable, DistFile, FileConflict
 from ..dists import (CoreMetadata, DistName, InvalidDistribution, check_archive, parse_filename, project_name,
                      read_core_metadata)
 from ..policy.rules import LocalRules
@@ -210,7 +210,12 @@ class Publisher:
             raise
         hashes = {name: received.digests[name] for name in self.catalog.algorithms}
         try:
-            self.catalog.record(relpath, hashes)
+            self.catalog.record(relpath, hashes, uploaded_by=user, replace=self.settings.overwrite)
+        except FileConflict as exc:
+            # Another node published this name first (the database's unique upload record).
+            if existing is None:
+                self.storage.delete(0, relpath)
+            raise Refusal(409, str(exc)) from None
         except OSError as exc:
             if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
                 raise

@@ -28,7 +28,8 @@ __all__ = ["register", "open_tokens"]
 
 def open_tokens(settings: Settings) -> Tokens:
     """The tokens of the index these settings describe (for the app and the CLI)."""
-    return Tokens(open_store(settings.state_path), server_secret(settings.state_path))
+    store = open_store(settings.state_path, settings.database_url)
+    return Tokens(store, store.shared_key() or server_secret(settings.state_path))
 
 
 def register(app: Bottle, settings: Settings, access: Access) -> Tokens:

@@ -1,7 +1,7 @@
 """What a token store keeps and the small interface every store implements.
 
 Tokens are durable state: unlike the file catalog they cannot be derived from anything,
-so they live apart from it (``tokens.sqlite3`` in the state directory). A store only
+so they live apart from it (``tokens.sqlite3`` in the state directory, or PostgreSQL). A store only
 keeps records and one-time token ids; hashing, scopes and expiry are decided in
 app/tokens/tokens.py, so a PostgreSQL store is one more class with these methods.
 """
@@ -68,12 +68,20 @@ class TokenStore(abc.ABC):
     def purge(self, before: float) -> None:
         """Forget once-only ids and minted tokens that expired before ``before``."""
 
+    def shared_key(self) -> bytes | None:
+        """The digest key, if the store keeps one for every node (PostgreSQL); else None (the state dir's)."""
+        return None
+
     def close(self) -> None:
         """Release connections (a no-op unless the store holds some)."""
 
 
-def open_store(state_dir: Path) -> TokenStore:
-    """The token store for a state directory (SQLite; the one implementation today)."""
+def open_store(state_dir: Path, database_url: str = "") -> TokenStore:
+    """The token store: in the PostgreSQL database of ``database_url``, else ``tokens.sqlite3`` in the state directory."""
+    if database_url:
+        from .postgres import PostgresTokenStore
+
+        return PostgresTokenStore(database_url)
     from .sqlite import SQLiteTokenStore
 
     return SQLiteTokenStore(Path(state_dir) / "tokens.sqlite3")

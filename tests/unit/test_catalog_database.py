@@ -1,0 +1,174 @@
+"""The catalog's two databases (SQLite, a real PostgreSQL) and what survives losing the derived part."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+
+from app.catalog import Catalog, FileConflict
+from app.policy.store import ProjectStatus, policy_store_for
+from app.settings import Settings
+from app.tokens.store import TokenRecord, open_store
+from tests.support import make_wheel
+from tests.unit.test_catalog import settle, tree, wait_for  # noqa: F401  (tree is a fixture)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def engine(request) -> str:
+    """'' for SQLite, or the URL of a fresh PostgreSQL database."""
+    return request.getfixturevalue("database_url") if request.param == "postgresql" else ""
+
+
+def open_node(packages: Path, state: Path, url: str, watch: bool = True) -> Catalog:
+    settings = Settings(packages=(packages,), state_dir=state, database_url=url, scan_interval=0.1)
+    catalog = Catalog(settings)
+    return catalog.start() if watch else catalog.open()
+
+
+def test_index_record_yank_and_forget(engine, packages, tree, tmp_path, closing):
+    catalog = closing(open_node(packages, tmp_path / "state", engine, watch=False))
+    assert catalog.project("alpha").versions == ("1.0", "1.9", "1.10", "2.0b1")
+    new = make_wheel(packages, "Alpha", "3.0")
+    dist = catalog.record(new.name, uploaded_by="alice")
+    assert catalog.project("alpha").latest == "3.0"
+    assert catalog.uploader(new.name)[0] == "alice"
+    catalog.set_yanked([dist], "bad")
+    assert catalog.find(new.name).yanked == "bad" and catalog.project("alpha").latest == "1.10"
+    catalog.forget(catalog.find(new.name))
+    assert catalog.find(new.name) is None and catalog.uploader(new.name) is None
+
+
+def test_nodes_share_one_catalog(engine, packages, tree, tmp_path, closing):
+    # With PostgreSQL, each node has its own state directory; with SQLite, workers share one.
+    states = [tmp_path / ("a" if engine else "s"), tmp_path / ("b" if engine else "s"), tmp_path / ("c" if engine else "s")]
+    nodes = [closing(open_node(packages, state, engine)) for state in states]
+    wait_for(lambda: all(n.project("alpha") for n in nodes), "every node loads the catalog")
+    wait_for(lambda: sum(n._scanner is not None for n in nodes) == 1, "exactly one scanner among the nodes")
+    new = make_wheel(packages, "shared", "1.0")
+    dist = nodes[0].record(new.name, uploaded_by="alice")
+    assert nodes[0].find(new.name) is not None  # the writer sees it at once
+    nodes[1].set_yanked([dist], "broken")
+    for node in nodes:
+        wait_for(lambda n=node: (d := n.find(new.name)) and d.yanked == "broken", "a yank seen everywhere", 2)
+    dropped = make_wheel(packages / "team", "handmade", "1.0")
+    for node in nodes:
+        wait_for(lambda n=node: n.find("team/" + dropped.name), "a hand-dropped file seen everywhere")
+
+
+def test_a_scanner_node_that_stops_is_replaced(database_url, packages, tree, tmp_path, closing):
+    nodes = [closing(open_node(packages, tmp_path / name, database_url)) for name in "ab"]
+    wait_for(lambda: any(n._scanner is not None for n in nodes), "one node scans")
+    leader = next(n for n in nodes if n._scanner is not None)
+    other = next(n for n in nodes if n is not leader)
+    leader.close()
+    added = make_wheel(packages, "after", "1.0")
+    wait_for(lambda: other.find(added.name), "the other node takes over the scan (advisory lock)")
+
+
+def test_the_same_name_from_two_nodes_is_settled_by_the_database(database_url, packages, tmp_path, closing):
+    a, b = (closing(open_node(packages, tmp_path / name, database_url, watch=False)) for name in "ab")
+    first = make_wheel(packages, "race", "1.0", summary="first")
+    a.record(first.name, uploaded_by="alice")
+    # Node b believes it wrote other bytes under the same name (object storage has no O_EXCL).
+    with pytest.raises(FileConflict):
+        b.record(first.name, {"sha256": "0" * 64}, uploaded_by="bob")
+    assert a.uploader(first.name)[0] == "alice"
+
+
+def test_postgres_down_refuses_writes_and_serves_reads(postgres, packages, tree, tmp_path, closing):
+    from app.catalog import CatalogUnavailable
+
+    url = postgres.new_database()
+    a, b = (closing(open_node(packages, tmp_path / name, url)) for name in "ab")
+    dist = a.find(tree["a1"].name)
+    postgres.kill()
+    try:
+        with pytest.raises(CatalogUnavailable):
+            a.set_yanked([dist], "while down")
+        b.catch_up()
+        assert b.find(tree["a1"].name) is not None and b.project("alpha") is not None
+    finally:
+        postgres.start()
+    wait_for(lambda: _yank_works(a, dist), "writes work again without a restart")
+    wait_for(lambda: b.find(dist.relpath).yanked == "after", "the other node follows again")
+
+
+def _yank_works(catalog: Catalog, dist) -> bool:
+    try:
+        catalog.set_yanked([dist], "after")
+        return True
+    except Exception:
+        time.sleep(0.2)
+        return False
+
+
+def test_policy_and_tokens_live_in_postgres(database_url, tmp_path):
+    settings = Settings(packages=(tmp_path,), state_dir=tmp_path / "a", database_url=database_url)
+    store = policy_store_for(settings)
+    store.set_status("alpha", ProjectStatus("archived", "old"), "alice")
+    store.record_removal("a-1.0.tar.gz", "ab" * 32, "alice")
+    other = policy_store_for(Settings(packages=(tmp_path,), state_dir=tmp_path / "b", database_url=database_url))
+    assert other.status("alpha") == ProjectStatus("archived", "old")
+    assert [r.removed_by for r in other.removals("a-1.0.tar.gz")] == ["alice"]
+    store.close(), other.close()
+    tokens = open_store(tmp_path / "a", database_url)
+    tokens.add(TokenRecord("t1", "d", "alice", "user", created=1.5))
+    assert open_store(tmp_path / "b", database_url).get("t1").user == "alice"
+    assert tokens.claim_once("iss", "j", time.time() + 60) and not tokens.claim_once("iss", "j", time.time() + 60)
+    assert tokens.shared_key() == open_store(tmp_path / "c", database_url).shared_key()
+    assert (tmp_path / "a" / "tokens.sqlite3").exists() is False
+
+
+# --- SQLite: the derived catalog may be lost, the durable records may not -------------------------
+def test_yanks_survive_deleting_the_catalog_at_start(packages, tree, tmp_path, closing):
+    state = tmp_path / "state"
+    catalog = open_node(packages, state, "", watch=False)
+    catalog.set_yanked([catalog.find(tree["a1"].name)], "keep me")
+    catalog.close()
+    for name in ("catalog.sqlite3", "catalog.sqlite3-wal", "catalog.sqlite3-shm"):
+        (state / name).unlink(missing_ok=True)
+    catalog = closing(open_node(packages, state, "", watch=False))
+    assert catalog.find(tree["a1"].name).yanked == "keep me"
+
+
+def test_a_corrupt_catalog_is_moved_aside_at_start(packages, tree, tmp_path, closing, caplog):
+    state = tmp_path / "state"
+    catalog = open_node(packages, state, "", watch=False)
+    catalog.set_yanked([catalog.find(tree["a1"].name)], "keep me")
+    catalog.close()
+    for name in ("catalog.sqlite3-wal", "catalog.sqlite3-shm"):
+        (state / name).unlink(missing_ok=True)
+    (state / "catalog.sqlite3").write_bytes(b"this is not a database" * 100)
+    catalog = closing(open_node(packages, state, "", watch=False))
+    assert catalog.find(tree["a1"].name).yanked == "keep me"
+    assert list(state.glob("catalog.sqlite3.corrupt-*"))
+    assert "moved it to catalog.sqlite3.corrupt-" in caplog.text
+
+
+@pytest.mark.parametrize("damage", ["delete", "corrupt"])
+def test_the_catalog_lost_while_running_is_rebuilt(damage, packages, tree, tmp_path, closing):
+    state = tmp_path / "state"
+    workers = [closing(open_node(packages, state, "")) for _ in range(2)]
+    wait_for(lambda: all(w.project("alpha") for w in workers), "loaded")
+    workers[0].set_yanked([workers[0].find(tree["a1"].name)], "keep me")
+    db = state / "catalog.sqlite3"
+    if damage == "delete":
+        for name in ("catalog.sqlite3", "catalog.sqlite3-wal", "catalog.sqlite3-shm"):
+            (state / name).unlink(missing_ok=True)
+    else:  # garbage put in its place (a bad restore, a copy gone wrong)
+        garbage = state / "garbage"
+        garbage.write_bytes(b"this is not a database" * 1000)
+        os.replace(garbage, db)
+    added = make_wheel(packages, "afterwards", "1.0")
+    settle(added, age=10)
+    for worker in workers:
+        wait_for(lambda w=worker: w.find(added.name), "a new file is seen after the rebuild")
+        assert worker.find(tree["a1"].name).yanked == "keep me"
+    assert db.exists()
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT count(*) FROM files").fetchone()[0] >= 6
+    assert os.stat(db).st_size > 0
