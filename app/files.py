@@ -155,7 +155,11 @@ def redirect_to_object(storage, relpath: str, etag: str, mtime: float, sha256: s
     X-Wharf-S3-Url and caches the object under the redirect's path, which names the
     file's sha256 (a replaced file is a new entry). The app's 304 is answered first, here.
     """
-    if not_modified(etag, mtime):
+    # nginx keeps If-None-Match from a cached location's upstream; it passes it on as
+    # X-Wharf-If-None-Match, and a 304 to it must never be stored (X-Accel-Expires: 0).
+    forwarded = request.environ.get("HTTP_X_WHARF_IF_NONE_MATCH", "")
+    if not_modified(etag, mtime) or etag in (tag.strip() for tag in forwarded.split(",")):
+        response.set_header("X-Accel-Expires", "0")
         raise HTTPResponse(status=304, headers=dict(response.headers))
     url = storage.presigned_url(relpath)
     if to_client:
