@@ -130,6 +130,24 @@ def new_hasher(name: str):
     return hashlib.new(name)
 
 
+def read_digests(storage: Storage, root: int, relpath: str, algorithms: tuple[str, ...]) -> dict[str, str]:
+    """Hash a stored file in one streamed pass (every backend's ``digests``)."""
+    hashers = {name: new_hasher(name) for name in algorithms}
+    stream, _size = storage.open(root, relpath)
+    with stream:
+        while chunk := stream.read(CHUNK):
+            for hasher in hashers.values():
+                hasher.update(chunk)
+    return {name: hasher.hexdigest() for name, hasher in hashers.items()}
+
+
+def write_stream(storage: Storage, relpath: str, source: BinaryIO, *, replace: bool = False) -> str:
+    """Copy ``source`` into a new file and publish it (every backend's ``write``)."""
+    with storage.new_file(relpath) as new:
+        while chunk := source.read(CHUNK):
+            new.write(chunk)
+        return new.publish(replace=replace)
+
 
 # The backends, importable from here; they build on the definitions above.
 from .local import LocalStorage  # noqa: E402

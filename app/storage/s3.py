@@ -18,7 +18,8 @@ a bigger one is streamed as a multipart upload to a hidden key ``PREFIX/.uploads
 server-side multipart copy. Publishing without ``replace`` sends ``If-None-Match: *``
 (PutObject, CompleteMultipartUpload), so of two writers of one name one gets
 FileExistsError. An abandoned upload is aborted and its temporary object deleted; what a
-killed process leaves is swept by ``remove_stale_temporaries``.
+killed process leaves is swept by ``remove_stale_temporaries``. Reading and writing one
+object (ranged reads, uploads) is app/storage/s3_objects.py.
 """
 
 from __future__ import annotations
@@ -27,7 +28,6 @@ import contextlib
 import hashlib
 import io
 import logging
-import secrets
 import threading
 import time
 from collections.abc import Iterator
@@ -37,20 +37,13 @@ from urllib.parse import urlsplit
 
 from ..dists import has_dist_suffix
 from ..settings import Settings
-from . import CHUNK, DirListing, FileKey, StorageUnavailable, new_hasher
+from . import DirListing, FileKey, StorageUnavailable, read_digests, write_stream
+from .s3_objects import READ_AHEAD, UPLOADS, RangedReader, S3NewFile, translated
 
 log = logging.getLogger("wharf.storage")
 
-# Uploads up to this size are kept in memory; above it they stream as parts of this size.
-PART_SIZE = 16 * 1024 * 1024
-# Parts of the server-side copy that publishes a big upload (S3 allows 5 MiB to 5 GiB).
-COPY_PART_SIZE = 512 * 1024 * 1024
-# Where unpublished uploads live under the prefix (a dot-folder: never listed).
-UPLOADS = ".wharf-uploads/"
 # The stale-upload sweep lists the bucket: at most once per this many seconds.
 SWEEP_EVERY = 60.0
-# A GET that a reader reopens after a seek asks for at least this much.
-READ_AHEAD = 1024 * 1024
 
 
 def parse_storage_url(url: str) -> tuple[str, str]:
@@ -73,26 +66,6 @@ def make_client(settings: Settings):
     config = Config(connect_timeout=5, read_timeout=60, retries={"max_attempts": 3, "mode": "standard"},
                     max_pool_connections=32)
     return boto3.session.Session().client("s3", endpoint_url=settings.s3_endpoint_url or None, config=config)
-
-
-@contextlib.contextmanager
-def translated(what: str) -> Iterator[None]:
-    """boto3's errors as the interface's: FileNotFoundError, FileExistsError, StorageUnavailable."""
-    from botocore.exceptions import BotoCoreError, ClientError
-
-    try:
-        yield
-    except ClientError as exc:
-        error = exc.response.get("Error", {})
-        code = str(error.get("Code", ""))
-        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-        if code in ("404", "NoSuchKey", "NotFound") or status == 404:
-            raise FileNotFoundError(f"{what}: no such object") from None
-        if code in ("412", "PreconditionFailed") or status == 412:
-            raise FileExistsError(f"{what}: the object exists") from None
-        raise StorageUnavailable(f"{what}: the object store answered {status} {code}: {error.get('Message', '')}") from exc
-    except BotoCoreError as exc:
-        raise StorageUnavailable(f"{what}: the object store cannot be reached: {exc}") from exc
 
 
 def etag_number(etag: str) -> int:
@@ -239,13 +212,7 @@ class S3Storage:
         return io.BufferedReader(RangedReader(self.client, self.bucket, key, size), READ_AHEAD), size
 
     def digests(self, root: int, relpath: str, algorithms: tuple[str, ...]) -> dict[str, str]:
-        hashers = {name: new_hasher(name) for name in algorithms}
-        stream, _size = self.open(root, relpath)
-        with stream:
-            while chunk := stream.read(CHUNK):
-                for hasher in hashers.values():
-                    hasher.update(chunk)
-        return {name: hasher.hexdigest() for name, hasher in hashers.items()}
+        return read_digests(self, root, relpath, algorithms)
 
     def presigned_url(self, relpath: str, **response_headers: str) -> str:
         """A GET URL for the object that needs no credentials, valid s3_url_lifetime seconds.
@@ -266,10 +233,7 @@ class S3Storage:
             new.discard()
 
     def write(self, relpath: str, source: BinaryIO, *, replace: bool = False) -> str:
-        with self.new_file(relpath) as new:
-            while chunk := source.read(CHUNK):
-                new.write(chunk)
-            return new.publish(replace=replace)
+        return write_stream(self, relpath, source, replace=replace)
 
     def delete(self, root: int, relpath: str) -> bool:
         key = self.key(relpath)
@@ -330,156 +294,3 @@ class S3Storage:
         return count
 
 
-class RangedReader(io.RawIOBase):
-    """A seekable read-only view of one object: a GET from the position on, reopened on a seek."""
-
-    def __init__(self, client, bucket: str, key: str, size: int):
-        self.client, self.bucket, self.key, self.size = client, bucket, key, size
-        self.position = 0
-        self._body = None
-        self._body_at = -1
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self.position
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self.position, io.SEEK_END: self.size}[whence]
-        self.position = max(base + offset, 0)
-        return self.position
-
-    def readinto(self, buffer) -> int:
-        if self.position >= self.size or not len(buffer):
-            return 0
-        if self._body is None or self._body_at != self.position:
-            self._close_body()
-            with translated(self.key):
-                answer = self.client.get_object(Bucket=self.bucket, Key=self.key, Range=f"bytes={self.position}-")
-            self._body, self._body_at = answer["Body"], self.position
-        with translated(self.key):
-            data = self._body.read(len(buffer))
-        if not data:
-            raise StorageUnavailable(f"{self.key}: the object store ended the body early")
-        buffer[:len(data)] = data
-        self.position += len(data)
-        self._body_at = self.position
-        return len(data)
-
-    def _close_body(self) -> None:
-        if self._body is not None:
-            with contextlib.suppress(Exception):
-                self._body.close()
-            self._body = None
-
-    def close(self) -> None:
-        self._close_body()
-        super().close()
-
-
-class S3NewFile:
-    """An upload on its way into the bucket (implements app.storage.NewFile)."""
-
-    def __init__(self, storage: S3Storage, relpath: str):
-        self.storage, self.relpath = storage, relpath
-        self.client, self.bucket = storage.client, storage.bucket
-        self.target = storage.key(relpath)
-        self.tmp = storage._folder("") + f"{UPLOADS}{secrets.token_hex(8)}-{relpath.rsplit('/', 1)[-1]}"
-        self.size = 0
-        self.buffer = bytearray()
-        self.upload_id: str | None = None  # the multipart upload to self.tmp
-        self.parts: list[dict] = []
-        self.sealed = False  # self.tmp is a complete object
-        self.published = False
-
-    def write(self, data: bytes) -> int:
-        if self.sealed or self.published:
-            raise ValueError("the file was already read back or published")
-        self.buffer += data
-        self.size += len(data)
-        while len(self.buffer) >= PART_SIZE:
-            self._send_part(bytes(self.buffer[:PART_SIZE]))
-            del self.buffer[:PART_SIZE]
-        return len(data)
-
-    def _send_part(self, data: bytes) -> None:
-        with translated(f"uploading {self.relpath}"):
-            if self.upload_id is None:
-                self.upload_id = self.client.create_multipart_upload(Bucket=self.bucket, Key=self.tmp)["UploadId"]
-            number = len(self.parts) + 1
-            answer = self.client.upload_part(Bucket=self.bucket, Key=self.tmp, UploadId=self.upload_id,
-                                             PartNumber=number, Body=data)
-            self.parts.append({"PartNumber": number, "ETag": answer["ETag"]})
-
-    def _seal(self) -> None:
-        """Make the temporary object whole (a big upload's last part and completion)."""
-        if self.sealed or self.upload_id is None:
-            return
-        if self.buffer:
-            self._send_part(bytes(self.buffer))
-            self.buffer.clear()
-        with translated(f"uploading {self.relpath}"):
-            self.client.complete_multipart_upload(Bucket=self.bucket, Key=self.tmp, UploadId=self.upload_id,
-                                                  MultipartUpload={"Parts": self.parts})
-        self.upload_id, self.sealed = None, True
-
-    def open(self) -> tuple[BinaryIO, int]:
-        if self.upload_id is None and not self.sealed:
-            return io.BytesIO(bytes(self.buffer)), self.size  # small: still in memory
-        self._seal()
-        reader = RangedReader(self.client, self.bucket, self.tmp, self.size)
-        return io.BufferedReader(reader, READ_AHEAD), self.size
-
-    def publish(self, *, replace: bool = False) -> str:
-        condition = {} if replace else {"IfNoneMatch": "*"}
-        what = f"publishing {self.relpath}"
-        if self.upload_id is None and not self.sealed:
-            with translated(what):
-                self.client.put_object(Bucket=self.bucket, Key=self.target, Body=bytes(self.buffer), **condition)
-        else:
-            self._seal()
-            self._copy_into_place(condition, what)
-        self.published = True
-        self.discard()
-        with contextlib.suppress(OSError):
-            key = self.storage.stat_file(0, self.relpath)
-            if key is not None:
-                self.storage.remember_listed(self.relpath, key)
-        return self.relpath
-
-    def _copy_into_place(self, condition: dict, what: str) -> None:
-        # A server-side multipart copy, completed with the condition: CopyObject takes no
-        # If-None-Match for its destination on every store, CompleteMultipartUpload does.
-        with translated(what):
-            upload_id = self.client.create_multipart_upload(Bucket=self.bucket, Key=self.target)["UploadId"]
-        try:
-            parts = []
-            for number, first in enumerate(range(0, self.size, COPY_PART_SIZE), start=1):
-                last = min(first + COPY_PART_SIZE, self.size) - 1
-                with translated(what):
-                    answer = self.client.upload_part_copy(
-                        Bucket=self.bucket, Key=self.target, UploadId=upload_id, PartNumber=number,
-                        CopySource={"Bucket": self.bucket, "Key": self.tmp}, CopySourceRange=f"bytes={first}-{last}")
-                parts.append({"PartNumber": number, "ETag": answer["CopyPartResult"]["ETag"]})
-            with translated(what):
-                self.client.complete_multipart_upload(Bucket=self.bucket, Key=self.target, UploadId=upload_id,
-                                                      MultipartUpload={"Parts": parts}, **condition)
-        except BaseException:
-            with contextlib.suppress(Exception):
-                self.client.abort_multipart_upload(Bucket=self.bucket, Key=self.target, UploadId=upload_id)
-            raise
-
-    def discard(self) -> None:
-        """Remove what was written but not (or no longer needed once) published."""
-        self.buffer = bytearray()
-        with contextlib.suppress(Exception):
-            if self.upload_id is not None:
-                self.client.abort_multipart_upload(Bucket=self.bucket, Key=self.tmp, UploadId=self.upload_id)
-                self.upload_id = None
-            if self.sealed:
-                self.client.delete_object(Bucket=self.bucket, Key=self.tmp)
-                self.sealed = False

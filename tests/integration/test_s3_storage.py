@@ -9,7 +9,6 @@ quickly and cleanly (503) and nothing is half-published.
 from __future__ import annotations
 
 import hashlib
-import io
 import re
 import subprocess
 import sys

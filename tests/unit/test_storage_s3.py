@@ -12,7 +12,7 @@ import pytest
 
 from app.settings import Settings
 from app.storage import FileKey, Storage, StorageUnavailable, storage_for
-from app.storage import s3 as s3_module
+from app.storage import s3_objects as s3_module
 from app.storage.s3 import S3Storage, etag_number
 
 pytestmark = pytest.mark.slow
