@@ -4,7 +4,7 @@ Starts SeaweedFS (tests/s3.py) and `wharf serve --storage-url s3://...` with one
 on loopback, uploads a 1 GiB wheel (one incompressible member, stored) as twine does,
 and samples the RSS of every gunicorn process meanwhile. The figure is the worker's peak
 RSS minus its RSS after a small warm-up upload (boto3 and the app already loaded). The
-target (issue 16) is under 50 MB: the upload streams in 16 MiB parts, never whole.
+target (issue 16) is under 50 MB: the upload streams in 8 MiB parts, never whole.
 
     python -m bench.s3_upload [--size-mb 1024]
 """

@@ -18,8 +18,10 @@ from . import StorageUnavailable
 if TYPE_CHECKING:
     from .s3 import S3Storage
 
-# Uploads up to this size are kept in memory; above it they stream as parts of this size.
-PART_SIZE = 16 * 1024 * 1024
+# Uploads up to this size are kept in memory; above it they stream as parts of about this
+# size (S3: at least 5 MiB, at most 10,000 parts: files up to 80 GiB). A part is held
+# twice at most (its chunks and the joined part): the worker's memory grows by ~2 parts.
+PART_SIZE = 8 * 1024 * 1024
 # Parts of the server-side copy that publishes a big upload (S3 allows 5 MiB to 5 GiB).
 COPY_PART_SIZE = 512 * 1024 * 1024
 # Where unpublished uploads live under the prefix (a dot-folder: never listed).
@@ -108,7 +110,8 @@ class S3NewFile:
         self.target = storage.key(relpath)
         self.tmp = storage._folder("") + f"{UPLOADS}{secrets.token_hex(8)}-{relpath.rsplit('/', 1)[-1]}"
         self.size = 0
-        self.buffer = bytearray()
+        self.chunks: list[bytes] = []  # what is not sent yet
+        self.buffered = 0
         self.upload_id: str | None = None  # the multipart upload to self.tmp
         self.parts: list[dict] = []
         self.sealed = False  # self.tmp is a complete object
@@ -117,12 +120,17 @@ class S3NewFile:
     def write(self, data: bytes) -> int:
         if self.sealed or self.published:
             raise ValueError("the file was already read back or published")
-        self.buffer += data
+        self.chunks.append(bytes(data))
+        self.buffered += len(data)
         self.size += len(data)
-        while len(self.buffer) >= PART_SIZE:
-            self._send_part(bytes(self.buffer[:PART_SIZE]))
-            del self.buffer[:PART_SIZE]
+        if self.buffered >= PART_SIZE:
+            self._send_part(self._take_buffered())
         return len(data)
+
+    def _take_buffered(self) -> bytes:
+        data = b"".join(self.chunks)
+        self.chunks, self.buffered = [], 0
+        return data
 
     def _send_part(self, data: bytes) -> None:
         with translated(f"uploading {self.relpath}"):
@@ -137,9 +145,8 @@ class S3NewFile:
         """Make the temporary object whole (a big upload's last part and completion)."""
         if self.sealed or self.upload_id is None:
             return
-        if self.buffer:
-            self._send_part(bytes(self.buffer))
-            self.buffer.clear()
+        if self.chunks:
+            self._send_part(self._take_buffered())
         with translated(f"uploading {self.relpath}"):
             self.client.complete_multipart_upload(Bucket=self.bucket, Key=self.tmp, UploadId=self.upload_id,
                                                   MultipartUpload={"Parts": self.parts})
@@ -147,7 +154,7 @@ class S3NewFile:
 
     def open(self) -> tuple[BinaryIO, int]:
         if self.upload_id is None and not self.sealed:
-            return io.BytesIO(bytes(self.buffer)), self.size  # small: still in memory
+            return io.BytesIO(b"".join(self.chunks)), self.size  # small: still in memory
         self._seal()
         reader = RangedReader(self.client, self.bucket, self.tmp, self.size)
         return io.BufferedReader(reader, READ_AHEAD), self.size
@@ -157,7 +164,7 @@ class S3NewFile:
         what = f"publishing {self.relpath}"
         if self.upload_id is None and not self.sealed:
             with translated(what):
-                self.client.put_object(Bucket=self.bucket, Key=self.target, Body=bytes(self.buffer), **condition)
+                self.client.put_object(Bucket=self.bucket, Key=self.target, Body=b"".join(self.chunks), **condition)
         else:
             self._seal()
             self._copy_into_place(condition, what)
@@ -184,8 +191,13 @@ class S3NewFile:
                         CopySource={"Bucket": self.bucket, "Key": self.tmp}, CopySourceRange=f"bytes={first}-{last}")
                 parts.append({"PartNumber": number, "ETag": answer["CopyPartResult"]["ETag"]})
             with translated(what):
-                self.client.complete_multipart_upload(Bucket=self.bucket, Key=self.target, UploadId=upload_id,
-                                                      MultipartUpload={"Parts": parts}, **condition)
+                done = self.client.complete_multipart_upload(Bucket=self.bucket, Key=self.target, UploadId=upload_id,
+                                                             MultipartUpload={"Parts": parts}, **condition)
+                # Some stores (SeaweedFS 4.x, seen) check If-None-Match on completion apart
+                # from the commit, so two racing completions can both succeed, the later
+                # replacing the earlier: the one whose object is not there has lost.
+                if condition and self.client.head_object(Bucket=self.bucket, Key=self.target)["ETag"] != done["ETag"]:
+                    raise FileExistsError(f"{what}: another upload of this name was published first")
         except BaseException:
             with contextlib.suppress(Exception):
                 self.client.abort_multipart_upload(Bucket=self.bucket, Key=self.target, UploadId=upload_id)
@@ -193,7 +205,7 @@ class S3NewFile:
 
     def discard(self) -> None:
         """Remove what was written but not (or no longer needed once) published."""
-        self.buffer = bytearray()
+        self.chunks, self.buffered = [], 0
         with contextlib.suppress(Exception):
             if self.upload_id is not None:
                 self.client.abort_multipart_upload(Bucket=self.bucket, Key=self.tmp, UploadId=self.upload_id)

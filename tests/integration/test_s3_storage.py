@@ -155,3 +155,21 @@ def test_with_the_gateway_stopped_downloads_and_uploads_fail_fast_and_nothing_is
             assert objects(store, bucket) == sorted(f"pkgs/{p.name}" for p in (first, later))
     finally:
         store.stop()
+
+
+def test_s3_redirect_clients_sends_clients_to_a_presigned_url(seaweedfs, tmp_path: Path):
+    bucket = seaweedfs.make_bucket("wharf-redirect")
+    whl = make_wheel(tmp_path / "d", "redirected", "1.0")
+    seaweedfs.client().put_object(Bucket=bucket, Key=f"pkgs/{whl.name}", Body=whl.read_bytes())
+    with serve(tmp_path, seaweedfs, bucket, "--s3-redirect-clients") as wharf:
+        wait_for(lambda: http(f"{wharf.url}/packages/{whl.name}", method="HEAD")[0] == 200, "not indexed")
+        status, headers, _body = http(f"{wharf.url}/packages/{whl.name}")
+        assert status == 302 and headers["location"].startswith(seaweedfs.endpoint + f"/{bucket}/pkgs/{whl.name}?")
+        assert headers["cache-control"] == "no-store"
+        status, _headers, body = http(headers["location"])  # no credentials needed
+        assert status == 200 and body == whl.read_bytes()
+        env = client_env(tmp_path / "home")
+        target = tmp_path / "target"
+        run([sys.executable, "-m", "pip", "install", "--no-input", "--target", str(target), "--index-url",
+             wharf.url + "/simple/", "redirected==1.0"], env)
+        assert (target / "redirected" / "__init__.py").exists()
