@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 import subprocess
 import time
 from pathlib import Path
@@ -23,7 +24,7 @@ REGION = "us-east-1"
 
 def weed_binary() -> str | None:
     """The ``weed`` binary of the running Python's environment, else one on PATH."""
-    beside = Path(os.path.dirname(os.path.realpath(os.sys.executable))) / "weed"
+    beside = Path(os.path.dirname(os.path.realpath(sys.executable))) / "weed"
     return str(beside) if beside.exists() else shutil.which("weed")
 
 
