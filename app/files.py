@@ -3,12 +3,19 @@
 Only files the catalog knows are served, looked up by their URL path, so no request can
 name a path outside the packages directories. Content-Encoding is never set: a
 ``.tar.gz`` is the bytes the hash describes, not a gzip-encoded tarball.
+
+With object storage (app/storage/s3.py) no worker holds a whole file, nor streams one for
+its duration when nginx is in front: nginx says so with ``X-Wharf-Accel: s3`` and gets an
+``X-Accel-Redirect`` to its internal ``/_s3/`` location with a presigned URL of the
+object, which nginx fetches and caches itself. Without nginx the object is streamed in
+chunks; with ``s3_redirect_clients`` clients get a 302 to the presigned URL.
 """
 
 from __future__ import annotations
 
 import functools
 import re
+from urllib.parse import quote
 
 import jinja2
 from bottle import Bottle, HTTPError, HTTPResponse, request, response
@@ -20,7 +27,7 @@ from .catalog import Catalog, DistFile
 from .dists import METADATA_SUFFIX
 from .policy.rules import LocalRules
 from .settings import Settings
-from .storage import CHUNK, Storage
+from .storage import CHUNK, Storage, StorageUnavailable
 
 _TYPES = (
     (".whl", "application/zip"),
@@ -107,6 +114,8 @@ def send_stored(storage: Storage, root: int, relpath: str, etag: str, mtime: flo
         stream, size = storage.open(root, relpath)
     except FileNotFoundError:
         raise HTTPError(404, gone) from None
+    except StorageUnavailable as exc:
+        raise storage_unavailable(exc) from None
     wanted = request.environ.get("HTTP_RANGE")
     span = None
     try:
@@ -129,6 +138,36 @@ def send_stored(storage: Storage, root: int, relpath: str, etag: str, mtime: flo
         stream.close()
         return b""
     return _slice(stream, first, last)
+
+
+def storage_unavailable(exc: Exception) -> HTTPError:
+    """503 with Retry-After for a storage that cannot be reached (an object store that is down)."""
+    error = HTTPError(503, "the index's file storage cannot be reached; try again shortly")
+    error.set_header("Retry-After", "10")
+    error.set_header("Cache-Control", "no-store")
+    return error
+
+
+def redirect_to_object(storage, relpath: str, etag: str, mtime: float, sha256: str, *, to_client: bool):
+    """Hand the download of an object to nginx (X-Accel-Redirect) or to the client (302).
+
+    nginx's internal ``/_s3/`` location fetches the presigned URL it finds in
+    X-Wharf-S3-Url and caches the object under the redirect's path, which names the
+    file's sha256 (a replaced file is a new entry). The app's 304 is answered first, here.
+    """
+    # nginx keeps If-None-Match from a cached location's upstream; it passes it on as
+    # X-Wharf-If-None-Match, and a 304 to it must never be stored (X-Accel-Expires: 0).
+    forwarded = request.environ.get("HTTP_X_WHARF_IF_NONE_MATCH", "")
+    if not_modified(etag, mtime) or etag in (tag.strip() for tag in forwarded.split(",")):
+        response.set_header("X-Accel-Expires", "0")
+        raise HTTPResponse(status=304, headers=dict(response.headers))
+    url = storage.presigned_url(relpath)
+    if to_client:
+        headers = {"Location": url, "Cache-Control": "no-store"}
+        raise HTTPResponse(status=302, headers=headers)
+    response.set_header("X-Accel-Redirect", f"/_s3/{sha256}/{quote(relpath)}")
+    response.set_header("X-Wharf-S3-Url", url)
+    return b""
 
 
 class Downloads:
@@ -157,11 +196,19 @@ class Downloads:
     def send_file(self, dist: DistFile):
         etag = f'"{dist.sha256}"'
         self._headers(etag, dist.upload_time, content_type(dist.filename))
+        storage = self.catalog.storage
+        if hasattr(storage, "presigned_url") and request.method == "GET":
+            to_client = self.settings.s3_redirect_clients
+            if to_client or request.environ.get("HTTP_X_WHARF_ACCEL") == "s3":
+                return redirect_to_object(storage, dist.relpath, etag, dist.upload_time, dist.sha256,
+                                          to_client=to_client)
         return send_stored(self.catalog.storage, dist.root, dist.relpath, etag, dist.upload_time,
                            gone=f"{dist.filename} was removed")
 
     def send_metadata(self, dist: DistFile):
         data = self.catalog.read_metadata(dist)
+        if data is None and dist.metadata_sha256 is not None and self.catalog.storage.readable():
+            raise storage_unavailable(OSError("storage unreadable"))
         if data is None:
             raise HTTPError(404, f"no core metadata for {dist.filename}")
         etag = f'"{dist.metadata_sha256}"'

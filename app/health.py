@@ -27,8 +27,9 @@ def unwritable(settings: Settings, catalog: Catalog, access: Access) -> list[str
     """Directories the index must write to but cannot (access(2) also knows read-only mounts)."""
     found = []
     places: list[tuple[str, Path]] = [("state directory", Path(settings.state_path))]
-    if access.takes_uploads:  # without users no upload ever writes to the packages directory
-        places.append(("packages directory", Path(catalog.storage.roots[0])))
+    roots = getattr(catalog.storage, "roots", None)  # object storage (s3://) has no directory
+    if access.takes_uploads and roots:  # without users no upload ever writes to the packages directory
+        places.append(("packages directory", Path(roots[0])))
     for what, path in places:
         if path.is_dir() and not os.access(path, os.W_OK | os.X_OK):
             found.append(f"{what} {path} is not writable: uploads and the catalog fail")

@@ -38,6 +38,11 @@ class Settings:
     # --- the index -------------------------------------------------------------------
     packages: tuple[Path, ...] = field(default_factory=lambda: _path_tuple("packages"), metadata={"help": "Package directories; the first one receives uploads. Searched recursively, dot-folders skipped."})
     state_dir: Path | None = field(default=None, metadata={"help": "Where the file catalog (SQLite) lives; empty means \"<first packages dir>/.wharf\"."})
+    storage_url: str = field(default="", metadata={"help": "Where package files live: empty means the packages directories; s3://BUCKET/PREFIX means S3-compatible object storage (AWS S3, MinIO, Ceph RGW, SeaweedFS, R2), with credentials and region the way boto3 finds them (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION, AWS_PROFILE)."})
+    s3_endpoint_url: str = field(default="", metadata={"help": "The S3 endpoint (e.g. http://minio:9000) for a store other than AWS; empty means AWS_ENDPOINT_URL, else AWS's own."})
+    s3_list_interval: float = field(default=10.0, metadata={"help": "Seconds between listings of the bucket prefix that find objects added or removed by hand (one LIST request per 1,000 objects per folder each time)."})
+    s3_redirect_clients: bool = field(default=False, metadata={"help": "Answer downloads with a 302 to a presigned URL of the object (a CDN or a bucket near the clients) instead of serving them through nginx."})
+    s3_url_lifetime: int = field(default=3600, metadata={"help": "Seconds a presigned download URL stays valid."})
     scan_interval: float = field(default=0.5, metadata={"help": "Seconds between checks of the packages directories for files added by hand."})
     full_scan_interval: float = field(default=300.0, metadata={"help": "Seconds between full sweeps that also catch files rewritten in place."})
     database_url: str = field(default="", metadata={"help": "The database of the catalog and the durable state (yanks, upload records, statuses, tokens): empty means SQLite files in the state directory; postgresql://USER:PASSWORD@HOST:PORT/DB means one PostgreSQL database that any number of app nodes share (docs/database.md)."})
@@ -165,6 +170,8 @@ class Settings:
         bad_pins = [p for p in self.upstream_allow_early if "==" not in p]
         if bad_pins:
             raise ValueError(f"upstream_allow_early takes name==version, not {', '.join(bad_pins)}")
+        if self.storage_url and not re.fullmatch(r"s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?", self.storage_url):
+            raise ValueError("storage_url must be empty (the packages directories) or s3://BUCKET/PREFIX")
         if self.hash_algo not in HASH_ALGOS:
             raise ValueError(f"hash_algo must be one of {', '.join(HASH_ALGOS)}")
         if self.authenticate and not self.password_file:

@@ -34,3 +34,23 @@ def postgres():
 def database_url(postgres) -> str:
     """A fresh, empty PostgreSQL database on the session's cluster."""
     return postgres.new_database()
+
+
+@pytest.fixture(scope="session")
+def seaweedfs(tmp_path_factory: pytest.TempPathFactory):
+    """One real S3-compatible store (SeaweedFS) for the session; tests make their own buckets."""
+    from tests.s3 import SeaweedFS
+
+    store = SeaweedFS(tmp_path_factory.mktemp("seaweedfs")).start()
+    yield store
+    store.stop()
+
+
+@pytest.fixture
+def bucket(seaweedfs, request: pytest.FixtureRequest) -> str:
+    """A fresh, empty bucket on the session's SeaweedFS."""
+    import re
+    import secrets
+
+    name = re.sub(r"[^a-z0-9-]", "-", request.node.name.lower())[:40].strip("-")
+    return seaweedfs.make_bucket(f"{name}-{secrets.token_hex(4)}")

@@ -23,6 +23,7 @@ from ..dists import (CoreMetadata, DistName, InvalidDistribution, check_archive,
                      read_core_metadata)
 from ..policy.rules import LocalRules
 from ..settings import Settings
+from ..storage import StorageUnavailable
 from .changes import remove_files, select_files, yank_files
 from .release_slots import shadowed_file
 from .form import MAX_FORM_BYTES, Body, Form, FormReader, Received, human_size
@@ -107,6 +108,14 @@ class Publisher:
                 if action == "remove_file":
                     return self.remove_file(form, user)
                 return self.yank(form, user, action == "yank")
+        except StorageUnavailable as exc:
+            # The object store is down: nothing was published (a new file is published
+            # last, in one request); the client is told to try again.
+            log.warning("%s from %s (user %s) refused: %s", request.path, self.client(), user or "-", exc)
+            body.drain()
+            error = Refusal(503, "the index's file storage cannot be reached; nothing was published, try again shortly")
+            error.add_header("Retry-After", "10")
+            raise error from None
         except HTTPError as error:
             body.drain()
             if error.status_code == 507:  # the operator has to make room

@@ -4,7 +4,8 @@ Storage is the only code that reads, writes, lists or deletes package files; the
 the HTTP modules and ``wharf mirror`` go through a ``Storage``. A file is named by the
 index of its root and its POSIX path relative to that root ("relpath"); nothing outside
 the roots can be named. ``LocalStorage`` (app/storage/local.py) keeps the files in plain
-directories; a second backend (object storage) implements the same two protocols.
+directories; ``S3Storage`` (app/storage/s3.py) keeps them in S3-compatible object storage
+(``storage_url = s3://BUCKET/PREFIX``); both implement the same two protocols.
 """
 
 from __future__ import annotations
@@ -20,6 +21,11 @@ from typing import BinaryIO, Protocol
 from ..settings import Settings
 
 CHUNK = 1024 * 1024
+
+
+class StorageUnavailable(OSError):
+    """The storage cannot be reached or refused a request (an object store that is down):
+    a request that needs it answers 503 and may be tried again."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,10 +106,15 @@ class Storage(Protocol):
 
 
 def storage_for(settings: Settings, *, dest: Path | None = None) -> Storage:
-    """The storage the settings name: today always the local packages directories.
+    """The storage the settings name: ``storage_url`` (s3://...), else the packages directories.
 
-    With ``dest`` new files go there, and the packages directories are read besides it.
+    With ``dest`` new files go to that local directory, and the packages directories are
+    read besides it (``wharf mirror --dest``).
     """
+    if dest is None and settings.storage_url:
+        from .s3 import S3Storage  # boto3 is imported only when it is used
+
+        return S3Storage(settings)
     if dest is None:
         return LocalStorage(settings.packages)
     others = [root for root in settings.packages if root.is_dir() and root.absolute() != dest.absolute()]
@@ -119,8 +130,27 @@ def new_hasher(name: str):
     return hashlib.new(name)
 
 
+def read_digests(storage: Storage, root: int, relpath: str, algorithms: tuple[str, ...]) -> dict[str, str]:
+    """Hash a stored file in one streamed pass (every backend's ``digests``)."""
+    hashers = {name: new_hasher(name) for name in algorithms}
+    stream, _size = storage.open(root, relpath)
+    with stream:
+        while chunk := stream.read(CHUNK):
+            for hasher in hashers.values():
+                hasher.update(chunk)
+    return {name: hasher.hexdigest() for name, hasher in hashers.items()}
+
+
+def write_stream(storage: Storage, relpath: str, source: BinaryIO, *, replace: bool = False) -> str:
+    """Copy ``source`` into a new file and publish it (every backend's ``write``)."""
+    with storage.new_file(relpath) as new:
+        while chunk := source.read(CHUNK):
+            new.write(chunk)
+        return new.publish(replace=replace)
+
 
 # The backends, importable from here; they build on the definitions above.
 from .local import LocalStorage  # noqa: E402
 
-__all__ = ["CHUNK", "DirListing", "FileKey", "LocalStorage", "NewFile", "Storage", "new_hasher", "storage_for"]
+__all__ = ["CHUNK", "DirListing", "FileKey", "LocalStorage", "NewFile", "Storage", "StorageUnavailable", "new_hasher",
+           "storage_for"]

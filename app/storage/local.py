@@ -24,7 +24,7 @@ from typing import BinaryIO
 
 from ..atomic import fsync_dir
 from ..dists import has_dist_suffix
-from . import CHUNK, DirListing, FileKey, new_hasher
+from . import DirListing, FileKey, read_digests, write_stream
 
 TEMPORARY_PREFIX = ".upload-"
 TEMPORARY_SUFFIX = ".part"
@@ -132,13 +132,7 @@ class LocalStorage:
         return real.startswith(self._real_prefixes[root])
 
     def digests(self, root: int, relpath: str, algorithms: tuple[str, ...]) -> dict[str, str]:
-        hashers = {name: new_hasher(name) for name in algorithms}
-        stream, _size = self.open(root, relpath)
-        with stream:
-            while chunk := stream.read(CHUNK):
-                for hasher in hashers.values():
-                    hasher.update(chunk)
-        return {name: hasher.hexdigest() for name, hasher in hashers.items()}
+        return read_digests(self, root, relpath, algorithms)
 
     # --- writing ---------------------------------------------------------------------
     @contextlib.contextmanager
@@ -161,10 +155,7 @@ class LocalStorage:
                 tmp.unlink()
 
     def write(self, relpath: str, source: BinaryIO, *, replace: bool = False) -> str:
-        with self.new_file(relpath) as new:
-            while chunk := source.read(CHUNK):
-                new.write(chunk)
-            return new.publish(replace=replace)
+        return write_stream(self, relpath, source, replace=replace)
 
     def delete(self, root: int, relpath: str) -> bool:
         path = self._path(root, relpath)

@@ -41,13 +41,13 @@ PASSWORD = "correct horse"
 class Stack:
     """``wharf stack DIR`` started as a user starts it, stopped by its PID."""
 
-    def __init__(self, root: Path, *args: str, ca: Path | None = None):
+    def __init__(self, root: Path, *args: str, ca: Path | None = None, env: dict[str, str] | None = None):
         self.root = root
         self.https_port, self.http_port, self.app_port = free_port(), free_port(), free_port()
         self.url = f"https://127.0.0.1:{self.https_port}"
         self.log_path = root.parent / f"{root.name}.log"
         self._log = open(self.log_path, "wb")
-        env = {k: v for k, v in os.environ.items() if not k.startswith("WHARF_")}
+        env = {**{k: v for k, v in os.environ.items() if not k.startswith("WHARF_")}, **(env or {})}
         cmd = [sys.executable, "-m", "app", "stack", str(root), "--https-port", str(self.https_port),
                "--http-port", str(self.http_port), "--port", str(self.app_port), "--workers", "2", *args]
         self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT,
