@@ -73,6 +73,23 @@ class PolicyStore(Protocol):
     def close(self) -> None: ...
 
 
+# The statements both engines run (SQLite and PostgreSQL take the same SQL here).
+SET_STATUS = ("INSERT INTO project_status VALUES (?, ?, ?, ?, ?) ON CONFLICT(project) DO UPDATE SET "
+              "status=excluded.status, reason=excluded.reason, changed_by=excluded.changed_by, "
+              "changed_at=excluded.changed_at")
+SELECT_STATUSES = "SELECT project, status, reason FROM project_status"
+
+
+def check_status(status: ProjectStatus) -> None:
+    if status.status not in STATUSES:
+        raise ValueError(f"unknown status {status.status!r}: use {', '.join(STATUSES)}")
+
+
+def statuses_of(rows) -> dict[str, ProjectStatus]:
+    """The statuses worth keeping: anything but a plain "active" without a reason."""
+    return {p: ProjectStatus(s, r) for p, s, r in rows if s != "active" or r}
+
+
 class SQLitePolicyStore:
     """The policy records in a small SQLite file every worker shares.
 
@@ -93,8 +110,7 @@ class SQLitePolicyStore:
         with self._lock:
             version = self._db.execute("PRAGMA data_version").fetchone()[0]
             if version != self._version:
-                rows = self._db.execute("SELECT project, status, reason FROM project_status").fetchall()
-                self._statuses = {p: ProjectStatus(s, r) for p, s, r in rows if s != "active" or r}
+                self._statuses = statuses_of(self._db.execute(SELECT_STATUSES).fetchall())
                 self._version = version
             return self._statuses
 
@@ -102,13 +118,10 @@ class SQLitePolicyStore:
         return self._fresh_statuses().get(project, ACTIVE)
 
     def set_status(self, project: str, status: ProjectStatus, by: str) -> None:
-        if status.status not in STATUSES:
-            raise ValueError(f"unknown status {status.status!r}: use {', '.join(STATUSES)}")
+        check_status(status)
         with self._lock:
             self._db.execute(
-                "INSERT INTO project_status VALUES (?, ?, ?, ?, ?) ON CONFLICT(project) DO UPDATE SET "
-                "status=excluded.status, reason=excluded.reason, changed_by=excluded.changed_by, "
-                "changed_at=excluded.changed_at", (project, status.status, status.reason, by, time.time()))
+                SET_STATUS, (project, status.status, status.reason, by, time.time()))
             self._version = None  # our own writes do not move data_version for this connection
 
     def record_removal(self, filename: str, sha256: str, by: str) -> None:
@@ -156,8 +169,7 @@ class PostgresPolicyStore:
     def _fresh_statuses(self) -> dict[str, ProjectStatus]:
         if time.monotonic() - self._loaded > self.REFRESH and self._lock.acquire(blocking=False):
             try:
-                rows = self._connection().execute("SELECT project, status, reason FROM project_status").fetchall()
-                self._statuses = {p: ProjectStatus(s, r) for p, s, r in rows if s != "active" or r}
+                self._statuses = statuses_of(self._connection().execute(SELECT_STATUSES).fetchall())
             except Exception:  # the database is down: the statuses we had stand
                 pass
             finally:
@@ -169,13 +181,10 @@ class PostgresPolicyStore:
         return self._fresh_statuses().get(project, ACTIVE)
 
     def set_status(self, project: str, status: ProjectStatus, by: str) -> None:
-        if status.status not in STATUSES:
-            raise ValueError(f"unknown status {status.status!r}: use {', '.join(STATUSES)}")
+        check_status(status)
         with self._lock:
             self._connection().execute(
-                "INSERT INTO project_status VALUES (?, ?, ?, ?, ?) ON CONFLICT(project) DO UPDATE SET "
-                "status=excluded.status, reason=excluded.reason, changed_by=excluded.changed_by, "
-                "changed_at=excluded.changed_at", (project, status.status, status.reason, by, time.time()))
+                SET_STATUS, (project, status.status, status.reason, by, time.time()))
             self._loaded = 0.0
 
     def record_removal(self, filename: str, sha256: str, by: str) -> None:

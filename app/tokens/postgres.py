@@ -7,13 +7,11 @@ password file keeps working meanwhile.
 
 from __future__ import annotations
 
-import json
 import secrets
 import threading
 
 from ..databases import PgConnection
-from .sqlite import COLUMNS, SQLiteTokenStore
-from .store import TokenRecord, TokenStore
+from .sql import SQLTokenStore
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS tokens(
@@ -26,10 +24,9 @@ CREATE TABLE IF NOT EXISTS token_key(id INTEGER PRIMARY KEY, value TEXT NOT NULL
 CREATE TABLE IF NOT EXISTS once_ids(
     issuer TEXT NOT NULL, jti TEXT NOT NULL, expires DOUBLE PRECISION NOT NULL, PRIMARY KEY (issuer, jti));
 """
-PG_COLUMNS = COLUMNS.replace("user,", '"user",')
 
 
-class PostgresTokenStore(TokenStore):
+class PostgresTokenStore(SQLTokenStore):
     """TokenStore on the shared PostgreSQL database."""
 
     def __init__(self, url: str):
@@ -49,54 +46,8 @@ class PostgresTokenStore(TokenStore):
                 self._connections.append(db)
         return db
 
-    _record = staticmethod(SQLiteTokenStore._record)
-
-    def add(self, record: TokenRecord) -> None:
-        self._connection().execute(
-            f"INSERT INTO tokens({PG_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-            (record.id, record.digest, record.user, record.kind, json.dumps(list(record.projects)),
-             json.dumps(list(record.actions)), record.description, record.created, record.expires,
-             record.last_used, record.revoked, json.dumps(record.details)))
-
-    def get(self, token_id: str) -> TokenRecord | None:
-        row = self._connection().execute(f"SELECT {PG_COLUMNS} FROM tokens WHERE id = ?", (token_id,)).fetchone()
-        return self._record(row) if row else None
-
-    def list(self, user: str | None = None) -> list[TokenRecord]:
-        if user is None:
-            rows = self._connection().execute(f"SELECT {PG_COLUMNS} FROM tokens ORDER BY created, id")
-        else:
-            rows = self._connection().execute(
-                f'SELECT {PG_COLUMNS} FROM tokens WHERE "user" = ? ORDER BY created, id', (user,))
-        return [self._record(row) for row in rows]
-
-    def revoke(self, token_id: str, when: float) -> bool:
-        cursor = self._connection().execute(
-            "UPDATE tokens SET revoked = ? WHERE id = ? AND revoked IS NULL", (when, token_id))
-        return cursor.rowcount == 1
-
-    def touch(self, token_id: str, when: float) -> None:
-        self._connection().execute("UPDATE tokens SET last_used = ? WHERE id = ?", (when, token_id))
-
-    def claim_once(self, issuer: str, jti: str, expires: float) -> bool:
-        cursor = self._connection().execute(
-            "INSERT INTO once_ids(issuer, jti, expires) VALUES (?,?,?) ON CONFLICT DO NOTHING", (issuer, jti, expires))
-        return cursor.rowcount == 1
-
-    def purge(self, before: float) -> None:
-        db = self._connection()
-        db.execute("DELETE FROM once_ids WHERE expires < ?", (before,))
-        db.execute("DELETE FROM tokens WHERE kind = 'oidc' AND expires < ?", (before,))
-
     def shared_key(self) -> bytes:
         """One digest key for every node, made by whichever asks first."""
         db = self._connection()
         db.execute("INSERT INTO token_key VALUES (1, ?) ON CONFLICT DO NOTHING", (secrets.token_hex(32),))
         return bytes.fromhex(db.execute("SELECT value FROM token_key WHERE id = 1").fetchone()[0])
-
-    def close(self) -> None:
-        with self._lock:
-            for db in self._connections:
-                db.close()
-            self._connections.clear()
-        self._local = threading.local()

@@ -35,7 +35,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.skipif(not Path(NGINX).exists(), rea
 ALICE = basic("alice", PASSWORD)
 HTML = {"Accept": "text/html"}
 JSON = {"Accept": PIP_ACCEPT}
-ROUNDS = 30  # per kind of change; each round reads ~12 pages through two nginx
+ROUNDS = 100  # uploads, yanks and removals through the index, each read at once
 
 
 class SecondNginx:
@@ -196,10 +196,13 @@ def test_uploads_removals_and_yanks_are_read_at_once_through_both_nginx(front, t
     assert stale == {"upload": [], "remove": [], "yank": [], "reupload": []}, stale
 
 
-def test_twine_and_uv_publish_are_read_at_once(front, tmp_path: Path):
+TOOL_ROUNDS = 50  # of each client: 100 real publishes, each read at once through both nginx
+
+
+def test_twine_and_uv_publish_are_read_at_once(front, tmp_path: Path, figures):
     stack, clients = front
     stale = []
-    for i in range(3):
+    for i in range(TOOL_ROUNDS):
         for tool in ("twine", "uv"):
             project, version = f"tool-{tool}", f"2.{i}"
             wheel = make_wheel(tmp_path / f"{tool}{i}", project, version)
@@ -213,6 +216,8 @@ def test_twine_and_uv_publish_are_read_at_once(front, tmp_path: Path):
                 cmd = ["uv", "publish", "--publish-url", f"{stack.url}/", "-u", "alice", "-p", PASSWORD, str(wheel)]
             run_client(cmd, tmp_path / f"{tool}-home", stack.ca)
             stale += [(tool, i, n) for n, c in enumerate(clients, 1) if version not in versions(c, project)]
+    figures.record("read_your_writes_real_clients", {"twine_rounds": TOOL_ROUNDS, "uv_rounds": TOOL_ROUNDS,
+                                                     "nginx": 2, "stale_reads": len(stale)})
     assert stale == []
 
 
