@@ -90,7 +90,17 @@ def statuses_of(rows) -> dict[str, ProjectStatus]:
     return {p: ProjectStatus(s, r) for p, s, r in rows if s != "active" or r}
 
 
-class SQLitePolicyStore:
+class StatusesInMemory:
+    """Statuses are read on every page and upload: each store keeps them in memory."""
+
+    def _fresh_statuses(self) -> dict[str, ProjectStatus]:
+        raise NotImplementedError
+
+    def status(self, project: str) -> ProjectStatus:
+        return self._fresh_statuses().get(project, ACTIVE)
+
+
+class SQLitePolicyStore(StatusesInMemory):
     """The policy records in a small SQLite file every worker shares.
 
     Statuses are read on every page and upload, so they are kept in memory and reloaded
@@ -114,9 +124,6 @@ class SQLitePolicyStore:
                 self._version = version
             return self._statuses
 
-    def status(self, project: str) -> ProjectStatus:
-        return self._fresh_statuses().get(project, ACTIVE)
-
     def set_status(self, project: str, status: ProjectStatus, by: str) -> None:
         check_status(status)
         with self._lock:
@@ -139,7 +146,7 @@ class SQLitePolicyStore:
             self._db.close()
 
 
-class PostgresPolicyStore:
+class PostgresPolicyStore(StatusesInMemory):
     """The policy records in the PostgreSQL database every node shares.
 
     Statuses are read on every page: they are kept in memory and reloaded at most every
@@ -176,9 +183,6 @@ class PostgresPolicyStore:
                 self._loaded = time.monotonic()
                 self._lock.release()
         return self._statuses
-
-    def status(self, project: str) -> ProjectStatus:
-        return self._fresh_statuses().get(project, ACTIVE)
 
     def set_status(self, project: str, status: ProjectStatus, by: str) -> None:
         check_status(status)
