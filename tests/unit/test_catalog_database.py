@@ -16,6 +16,9 @@ from app.tokens.store import TokenRecord, open_store
 from tests.support import make_wheel
 from tests.unit.test_catalog import settle, tree, wait_for  # noqa: F401  (tree is a fixture)
 
+# Real PostgreSQL clusters and watcher timers: part of the full run, not of the quick one.
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def engine(request) -> str:
