@@ -20,7 +20,6 @@ import errno
 import json
 import logging
 import sqlite3
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -33,7 +32,7 @@ from ..databases import DatabaseUnavailable, unavailable_errors
 from ..settings import Settings
 from ..storage import Storage, storage_for
 from .database import FILE_COLUMNS, database_for
-from .records import DistFile, Project, View, add_urls, make_view
+from .records import DistFile, Project, View, add_urls, file_from_row, make_view
 from .scanner import HEARTBEAT, Scanner, read_file, write_file
 
 log = logging.getLogger("wharf.catalog")
@@ -245,33 +244,9 @@ class Catalog:
         self._scanner = None
 
     # --- loading into memory ----------------------------------------------------------
-    def _row_file(self, row) -> DistFile | None:
-        (root, relpath, filename, project, name, version, packagetype, size, upload_time,
-         hashes, requires_python, metadata_sha256, summary, yanked) = row
-        try:
-            index = self.root_names.index(root)
-        except ValueError:
-            return None
-        # Every row brings fresh string objects, though most values repeat (a project's
-        # name on each of its files, versions, Requires-Python, summaries, the hash names,
-        # relpath == filename in a flat directory). Sharing one object per value keeps a
-        # worker ~35 MB smaller at 100,000 files (bench/README.md).
-        intern = sys.intern
-        if relpath == filename:
-            filename = relpath
-        digests = json.loads(hashes)
-        sha256 = digests.pop("sha256", None)
-        if sha256 is None:
-            return None  # indexed without it (an older catalog): the scanner redoes the file
-        other = {intern(algo): value for algo, value in digests.items()} or None
-        return DistFile(index, relpath, filename, intern(project), intern(name), intern(version),
-                        intern(packagetype), size, upload_time, sha256, other,
-                        intern(requires_python) if requires_python else requires_python,
-                        metadata_sha256, intern(summary) if summary else summary, yanked)
-
     def _select(self, where: str = "", params: tuple = ()) -> list[DistFile]:
         sql = f"SELECT {FILE_COLUMNS} FROM files f LEFT JOIN yanks y ON y.filename = f.filename {where}"
-        files = (self._row_file(row) for row in self.db().execute(sql, params))
+        files = (file_from_row(row, self.root_names) for row in self.db().execute(sql, params))
         return [f for f in files if f is not None]
 
     def reload(self) -> None:
