@@ -11,7 +11,7 @@ from pathlib import Path
 import bottle
 import jinja2
 
-from . import auth_request, cache_refresh, cross_site, files, health, publishing, simple_api, tokens, web
+from . import auth_request, cache_refresh, cross_site, files, health, metrics, publishing, simple_api, tokens, web
 from .policy import routes as policy_routes
 from .policy.cooldown import Cooldown
 from .policy.rules import LocalRules
@@ -116,5 +116,6 @@ def create_app(settings: Settings, *, watch: bool = True) -> bottle.Bottle:
     auth_request.register(app, settings, access)  # nginx asks before serving protected cache entries
     tokens.register(app, settings, access)  # API tokens wherever passwords work; trusted publishing (/_/oidc/)
 
-    app.wsgi = ProxyHeaders(app.wsgi, settings.trusted_proxies, settings.server_base_url)
+    counted = metrics.register(app, settings, catalog, access)  # /metrics (Prometheus); the app, counted
+    app.wsgi = ProxyHeaders(counted, settings.trusted_proxies, settings.server_base_url)
     return app

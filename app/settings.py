@@ -57,6 +57,8 @@ class Settings:
     refresh_timeout: float = field(default=2.0, metadata={"help": "Seconds a change waits for the nginx refreshes; an nginx slower than that, or unreachable, is logged and may serve the old page until index_cache_lifetime."})
     fallback_url: str = field(default="", metadata={"help": "Redirect unknown projects to this index (e.g. https://pypi.org/simple/). Off by default: sending unknown names elsewhere is how dependency confusion works."})
     health_endpoint: str = field(default="/health", metadata={"help": "Path of the health check endpoint."})
+    metrics_allow: tuple[str, ...] = field(default=("127.0.0.1", "::1"), metadata={"help": "Addresses (IP or CIDR) that may read /metrics (Prometheus) without credentials: the scrapers. Anyone else needs a user with the list right."})
+    metrics_public: bool = field(default=False, metadata={"help": "On an index whose lists are public, let anyone read /metrics; off, a public index shows them only to metrics_allow and to users."})
     trusted_proxies: tuple[str, ...] = field(default=("127.0.0.1", "::1"), metadata={"help": "Peers whose X-Forwarded-Proto/-Host/-Prefix/-For headers are believed."})
     server_base_url: str = field(default="", metadata={"help": "Fixed external base URL (e.g. https://pypi.example.com/prefix); overrides headers."})
     welcome_file: Path | None = field(default=None, metadata={"help": "An HTML file shown as the home page instead of the built-in one."})

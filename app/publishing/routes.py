@@ -16,6 +16,7 @@ from bottle import Bottle, HTTPError, request, response
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
+from .. import metrics
 from ..auth import Access, Refusal
 from ..cache_refresh import CacheRefresher, refreshed
 from ..catalog import Catalog, CatalogUnavailable, DistFile, FileConflict
@@ -246,6 +247,7 @@ class Publisher:
         replaced = " (replacing the previous file)" if existing is not None else ""
         log.info("uploaded %s%s, %d bytes, sha256 %s, by %s from %s",
                  filename, replaced, received.size, sha256, user, self.client())
+        metrics.note("upload", received.size)
         return f"uploaded {filename}{replaced}\n"
 
     def _refuse_shadowing(self, filename: str, user: str) -> None:

@@ -42,6 +42,7 @@ from ..auth import Access
 from ..caching import cache_control, http_date
 from ..catalog import Catalog
 from ..dists import METADATA_SUFFIX, project_name
+from .. import metrics
 from ..files import content_type, send_stored
 from ..policy.cooldown import Cooldown
 from ..settings import Settings
@@ -241,7 +242,9 @@ class PullThrough:
         if self._cached(key):
             # A policy tightened since the file was cached holds it back all the same.
             self._check_policy(project, self._stored(project), dist_name, filename)
+            metrics.note("upstream_hit")
             return key
+        metrics.note("upstream_miss")
         try:
             listing, _online = self.listing(project)
         except UpstreamError as exc:
