@@ -179,10 +179,11 @@ class Metrics:
     # --- the page ------------------------------------------------------------------------
     def collect(self):
         """The catalog's size as this worker sees it (a collector read at scrape time)."""
+        from prometheus_client.core import GaugeMetricFamily
+
         view = self.catalog.view
-        core = self.prom.core
-        yield core.GaugeMetricFamily("wharf_catalog_projects", "Projects in the catalog.", value=len(view.projects))
-        yield core.GaugeMetricFamily("wharf_catalog_files", "Files in the catalog.", value=view.file_count)
+        yield GaugeMetricFamily("wharf_catalog_projects", "Projects in the catalog.", value=len(view.projects))
+        yield GaugeMetricFamily("wharf_catalog_files", "Files in the catalog.", value=view.file_count)
 
     def page(self) -> bytes:
         """Every worker's counts in Prometheus' text format."""

@@ -64,3 +64,24 @@ def post_request(worker, req, environ, resp):
     if os.getppid() != worker.ppid:
         worker.log.info("master %s is gone: worker %s exits after this request", worker.ppid, worker.pid)
         worker.alive = False
+
+
+# 7. /metrics (app/metrics.py): the workers share their counts through files in this
+#    directory (prometheus_client's multi-process mode). It is emptied when gunicorn
+#    starts (counts of an earlier run would be summed in) and a worker's live gauges are
+#    dropped when it exits. One directory per port: two servers may share a state dir.
+METRICS_DIR = "/srv/wharf/packages/.wharf/metrics-8080"
+os.environ["PROMETHEUS_MULTIPROC_DIR"] = METRICS_DIR
+
+
+def on_starting(server):
+    import shutil
+
+    shutil.rmtree(METRICS_DIR, ignore_errors=True)
+    os.makedirs(METRICS_DIR, exist_ok=True)
+
+
+def child_exit(server, worker):
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
