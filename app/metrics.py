@@ -189,8 +189,10 @@ class Metrics:
         """Every worker's counts in Prometheus' text format."""
         prom = self.prom
         if self.multiprocess:
+            from prometheus_client.multiprocess import MultiProcessCollector
+
             registry = prom.CollectorRegistry()
-            prom.multiprocess.MultiProcessCollector(registry)
+            MultiProcessCollector(registry)
         else:
             registry = self.registry
         catalog_size = prom.CollectorRegistry()
