@@ -397,16 +397,23 @@ class Catalog:
         """Yank (reason is a string, possibly empty) or unyank (None) files."""
         files = list(files)
 
-        def changes(conn) -> None:
+        def yank(conn) -> None:
             for f in files:
                 if reason is None:
                     conn.execute("DELETE FROM yanks WHERE filename = ?", (f.filename,))
                 else:
                     conn.execute("INSERT INTO yanks(filename, reason) VALUES (?, ?)"
                                  " ON CONFLICT (filename) DO UPDATE SET reason = excluded.reason", (f.filename, reason))
-                conn.execute("INSERT INTO changes(project) VALUES (?)", (f.project,))
 
-        self._write("change yanks", changes)
+        def announce(conn) -> None:
+            conn.executemany("INSERT INTO changes(project) VALUES (?)", [(f.project,) for f in files])
+
+        # The yanks first, then the journal entry that makes workers and nodes re-read the
+        # project: with SQLite the yanks live in another file (durable.sqlite3), and a
+        # transaction over two WAL files is atomic per file only, so in one transaction a
+        # worker could read the new entry before the yank and keep the old page for good.
+        self._write("change yanks", yank)
+        self._write("announce yanks", announce)
         return len(files)
 
     # --- queries -----------------------------------------------------------------------
