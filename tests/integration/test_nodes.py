@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import subprocess
 import sys
 import threading
 import time
@@ -25,25 +24,13 @@ import pytest
 from passlib.hash import bcrypt
 
 from tests.integration.test_publish import BOUNDARY, basic, form_body, upload_fields
+from tests.integration.test_s3_storage import PASSWORD, run, twine_upload
 from tests.support import WharfProcess, client_env, http, make_sdist, make_wheel
 
 pytestmark = pytest.mark.slow
 
-PASSWORD = "nodes secret"
 VISIBLE_WITHIN = 1.0  # the promise: a change through one node shows on every other within 1 s
 JSON = {"Accept": "application/vnd.pypi.simple.v1+json"}
-
-
-def run(cmd: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180, stdin=subprocess.DEVNULL)
-    assert done.returncode == 0, f"{' '.join(cmd)}:\n{done.stdout}\n{done.stderr}"
-    return done
-
-
-def twine_upload(url: str, env: dict[str, str], *files: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "twine", "upload", "--non-interactive", "--disable-progress-bar",
-                           "--repository-url", url + "/", "-u", "alice", "-p", PASSWORD, *map(str, files)],
-                          env=env, capture_output=True, text=True, timeout=180, stdin=subprocess.DEVNULL)
 
 
 def post_form(node: WharfProcess, fields: dict[str, str], file: tuple[str, bytes] | None = None):
