@@ -43,6 +43,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     changes = {"storage_url": args.to_storage_url, "database_url": args.to_database_url}
     if args.to_packages:
         changes["packages"] = (Path(args.to_packages),)
+        Path(args.to_packages).mkdir(parents=True, exist_ok=True)
     if args.to_state_dir:
         changes["state_dir"] = Path(args.to_state_dir)
     target = Settings.from_env(**{f.name: getattr(source, f.name) for f in dataclasses.fields(Settings)} | changes)
