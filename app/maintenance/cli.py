@@ -55,25 +55,26 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     return _run("migrate", lambda: migrate(source, target))
 
 
+# (name, positional argument, help, description, handler) of the two commands on a directory.
+DIRECTORY_COMMANDS = (
+    ("backup", "DEST", "save the durable state (and local package files) while the index runs",
+     "Save yanks, upload records, statuses, removals, tokens and their keys (SQLite files by SQLite's backup "
+     "API, or the PostgreSQL rows in one snapshot), and with local storage the package files, each checked "
+     "by sha256, into the new directory DEST.", cmd_backup),
+    ("restore", "SRC", "put a backup into a fresh state directory or database",
+     "Restore a `wharf backup` directory into the state directory or database (and the storage) these "
+     "settings name; they must not hold durable records yet.", cmd_restore),
+)
+
+
 def add_maintenance_commands(commands: argparse._SubParsersAction) -> None:
     from ..cli import add_settings_options
 
-    parser = commands.add_parser(
-        "backup", help="save the durable state (and local package files) while the index runs",
-        description="Save yanks, upload records, statuses, removals, tokens and their keys (SQLite files "
-                    "by SQLite's backup API, or the PostgreSQL rows in one snapshot), and with local storage "
-                    "the package files, each checked by sha256, into the new directory DEST.")
-    parser.add_argument("dest", metavar="DEST")
-    add_settings_options(parser, exclude=())
-    parser.set_defaults(func=cmd_backup)
-
-    parser = commands.add_parser(
-        "restore", help="put a backup into a fresh state directory or database",
-        description="Restore a `wharf backup` directory into the state directory or database (and the "
-                    "storage) these settings name; they must not hold durable records yet.")
-    parser.add_argument("src", metavar="SRC")
-    add_settings_options(parser, exclude=())
-    parser.set_defaults(func=cmd_restore)
+    for name, argument, help_text, description, handler in DIRECTORY_COMMANDS:
+        parser = commands.add_parser(name, help=help_text, description=description)
+        parser.add_argument(argument.lower(), metavar=argument)
+        add_settings_options(parser, exclude=())
+        parser.set_defaults(func=handler)
 
     parser = commands.add_parser(
         "migrate", help="copy an index's files and durable state to other storage / another database",

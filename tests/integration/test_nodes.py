@@ -58,7 +58,7 @@ def wait_until(check, within: float, what: str) -> float:
 
 
 def start_nodes(base: Path, count: int, database_url: str, storage: list[str], env: dict[str, str] | None = None,
-                packages: Path | None = None) -> list[WharfProcess]:
+                packages: Path | None = None, scan_interval: str = "0.2") -> list[WharfProcess]:
     """``count`` nodes on one database; each its own state directory (and packages dir unless given)."""
     htpasswd = base / "htpasswd"
     htpasswd.write_text(f"alice:{bcrypt.using(rounds=4).hash(PASSWORD)}\n")
@@ -68,7 +68,7 @@ def start_nodes(base: Path, count: int, database_url: str, storage: list[str], e
             own = packages or base / f"packages-{i}"
             own.mkdir(exist_ok=True)
             nodes.append(WharfProcess(own, *storage, "--database-url", database_url, "--state-dir",
-                                      str(base / f"state-{i}"), "--scan-interval", "0.2",
+                                      str(base / f"state-{i}"), "--scan-interval", scan_interval,
                                       "--password-file", str(htpasswd), "--login-failures-allowed", "100000",
                                       env=env, log=base / f"node-{i}.log"))
     except BaseException:
