@@ -76,6 +76,16 @@ def templates() -> jinja2.Environment:
     )
 
 
+def _answer_database_outages(callback):
+    """Route wrapper: a database outage is an answer (503 in ``_plain_error``), not a traceback in the log."""
+    def answer(*args, **kwargs):
+        try:
+            return callback(*args, **kwargs)
+        except DatabaseUnavailable as exc:
+            raise bottle.HTTPError(503, str(exc), exc) from None
+    return answer
+
+
 def create_app(settings: Settings, *, watch: bool = True) -> bottle.Bottle:
     """A fresh index app for ``settings``; ``watch`` keeps following the directories."""
     catalog = Catalog(settings)  # on storage_for(settings): the packages directories
@@ -93,6 +103,7 @@ def create_app(settings: Settings, *, watch: bool = True) -> bottle.Bottle:
     app.config["wharf.catalog"] = catalog
     app.config["wharf.refresh_key"] = refresher.key  # 404s that nginx's refreshes may store
     app.default_error_handler = _plain_error
+    app.install(_answer_database_outages)
     # A change another worker made (upload, removal, yank) shows on the very next request.
     app.add_hook("before_request", catalog.catch_up)
     # A form or script on another web site cannot use the browser's credentials to change anything.

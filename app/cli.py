@@ -229,6 +229,8 @@ EXTRA_COMMANDS.append(add_publishing_commands)
 from .policy.cli import add_status_command, record_cli_removals  # noqa: E402
 
 EXTRA_COMMANDS.append(add_status_command)
+from .maintenance.cli import add_maintenance_commands  # noqa: E402  (backup, restore, migrate)
+EXTRA_COMMANDS.append(add_maintenance_commands)
 
 
 # --- availability: mirror (app/mirror/cli.py) ---------------------------------------------

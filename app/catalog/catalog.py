@@ -48,6 +48,8 @@ class FileConflict(Exception):
 
 # Seconds without a scanner heartbeat after which /health reports the scanner stalled.
 STALLED_AFTER = 30.0
+# Longest a request waits for a sync in flight before answering from the view it has.
+CATCH_UP_WAIT = 0.5
 
 
 class Catalog:
@@ -265,7 +267,7 @@ class Catalog:
         """Apply other processes' changes now (one pragma when there are none).
 
         Called before each request, so an upload or yank answered by one worker is seen by
-        the next request whichever worker takes it; skipped if this process is syncing.
+        the next request whichever worker takes it.
         """
         # SQLite: PRAGMA data_version; PostgreSQL: a stat of this node's stamp file. Most
         # requests stop here; other nodes' changes arrive through the watcher's sync.
@@ -273,7 +275,9 @@ class Catalog:
             changed, version = self.database.changed(self.db(), getattr(self._local, "data_version", None))
             if not changed:
                 return
-            if self._sync_lock.acquire(blocking=False):
+            # If the watcher is syncing right now, wait for it (briefly): the change that
+            # moved the mark may be the one it is applying.
+            if self._sync_lock.acquire(timeout=CATCH_UP_WAIT):
                 try:
                     self.sync()
                     self._local.data_version = version
@@ -318,9 +322,19 @@ class Catalog:
             names = view.names if projects.keys() == view.projects.keys() else tuple(sorted(projects))
             self._seq = rows[-1][0]
             self.view = View(projects, by_url, names, view.serial + 1, count)
+            # Maybe another node's change: this node's other workers sync before their next
+            # request too, so a page one of them lists never leads to a 404 from another.
+            self.database.announce()
         return True
 
     # --- changes made by the app (uploads, removals, yanks) ---------------------------
+    def sync_before_write(self) -> None:
+        """Apply every node's committed changes now: a yank may name a file another node just published."""
+        try:
+            self.sync()
+        except unavailable_errors() as exc:
+            raise CatalogUnavailable(f"cannot read the catalog: {exc}") from exc
+
     def _write(self, what: str, changes: Callable) -> object:
         """Run ``changes(conn)`` in one transaction; CatalogUnavailable if the database refused it."""
         try:

@@ -262,6 +262,7 @@ class Publisher:
     # --- removal and yanks -----------------------------------------------------------------
     def _targets(self, form: Form, user: str, *, by_file: bool | None) -> tuple[list[DistFile], str]:
         filename, name, version = form.get("filename"), form.get("name"), form.get("version")
+        self.catalog.sync_before_write()
         if by_file or (by_file is None and filename):
             if not filename:
                 raise Refusal(400, "missing form field 'filename'")
@@ -314,6 +315,7 @@ class Publisher:
         user = None
         try:
             user = self.access.require("update")
+            self.catalog.sync_before_write()
             dist = self.catalog.find(path)
             if dist is None:
                 raise Refusal(404, "no such package file")
