@@ -33,7 +33,7 @@ from ..settings import Settings
 from ..storage import Storage, storage_for
 from .database import FILE_COLUMNS, database_for
 from .records import DistFile, Project, View, add_urls, file_from_row, make_view
-from .scanner import HEARTBEAT, Scanner, read_file, write_file
+from .scanner import Scanner, read_file, stalled_scanner, write_file
 
 log = logging.getLogger("wharf.catalog")
 
@@ -46,8 +46,6 @@ class FileConflict(Exception):
     """Another upload (through any node) published this file name with other bytes first."""
 
 
-# Seconds without a scanner heartbeat after which /health reports the scanner stalled.
-STALLED_AFTER = 30.0
 # Longest a request waits for a sync in flight before answering from the view it has.
 CATCH_UP_WAIT = 0.5
 
@@ -135,22 +133,8 @@ class Catalog:
         ).fetchone())
 
     def scanner_problem(self) -> str | None:
-        """Why the scanner (in whichever process holds it) looks stuck, or None.
-
-        The scanner rewrites its heartbeat file after every pass and every batch of files,
-        naming a big file while it hashes it; a heartbeat older than ``STALLED_AFTER``
-        seconds (or 20 scan intervals) means files added now would not show up.
-        """
-        path = self.state_dir / HEARTBEAT
-        try:
-            age = time.time() - path.stat().st_mtime
-            reading = path.read_text(errors="replace").strip()
-        except OSError:
-            return None  # no scanner has run yet (the first sweep writes it)
-        if age < max(STALLED_AFTER, 20 * self.settings.scan_interval):
-            return None
-        doing = f" (still reading {reading})" if reading else ""
-        return f"the catalog scanner has not finished a pass for {age:.0f} s{doing}: new files are not being listed"
+        """Why the scanner (in whichever process holds it) looks stuck, or None (scanner.py)."""
+        return stalled_scanner(self.state_dir, self.settings.scan_interval)
 
     def _watch(self) -> None:
         interval = max(self.settings.scan_interval, 0.05)

@@ -12,6 +12,7 @@ import hashlib
 import json
 import logging
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..atomic import write_file as write_file_atomically
@@ -35,6 +36,27 @@ BATCH = 200
 # say what a slow scanner is busy with.
 NAMED_READ_BYTES = 64 * 1024 * 1024
 HEARTBEAT = "scanner.heartbeat"
+# Seconds without a heartbeat after which /health reports the scanner stalled.
+STALLED_AFTER = 30.0
+
+
+def stalled_scanner(state_dir: Path, scan_interval: float) -> str | None:
+    """Why the scanner looks stuck, or None.
+
+    The scanner rewrites its heartbeat file after every pass and every batch of files,
+    naming a big file while it hashes it; a heartbeat older than ``STALLED_AFTER``
+    seconds (or 20 scan intervals) means files added now would not show up.
+    """
+    path = state_dir / HEARTBEAT
+    try:
+        age = time.time() - path.stat().st_mtime
+        reading = path.read_text(errors="replace").strip()
+    except OSError:
+        return None  # no scanner has run yet (the first sweep writes it)
+    if age < max(STALLED_AFTER, 20 * scan_interval):
+        return None
+    doing = f" (still reading {reading})" if reading else ""
+    return f"the catalog scanner has not finished a pass for {age:.0f} s{doing}: new files are not being listed"
 
 
 def read_file(catalog: Catalog, root: int, relpath: str, key: FileKey,
