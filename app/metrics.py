@@ -20,6 +20,8 @@ a public index does not show its traffic to the internet by default.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import time
 from collections.abc import Callable, Iterable
@@ -32,6 +34,8 @@ from .databases import DatabaseUnavailable, unavailable_errors
 from .proxy import ProxyHeaders
 from .settings import Settings
 from .storage import StorageUnavailable
+
+log = logging.getLogger("wharf.metrics")
 
 CONFIG_KEY = "wharf.metrics"
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -55,6 +59,7 @@ class Metrics:
         self.multiprocess = bool(os.environ.get(MULTIPROC_ENV))
         self.registry = None if self.multiprocess else prom.CollectorRegistry()
         self.catalog = catalog
+        self._failed_once = False
         reg = {"registry": self.registry}  # None: only the shared files hold them
         self.requests = prom.Counter("wharf_http_requests", "HTTP requests answered, by route rule, method and status.",
                                      ["route", "method", "status"], **reg)
@@ -84,8 +89,24 @@ class Metrics:
         self._newest_upload = self._newest_upload_time()
 
     # --- what the places that know tell us ------------------------------------------------
+    @contextlib.contextmanager
+    def _recording(self):
+        """Counting never fails a request: in multi-process mode a metric lives in a file, and
+        a full disk must leave the index answering (507s included), not turn every request
+        into a 500. The first failure is logged; the metrics just miss what they could not keep."""
+        try:
+            yield
+        except (OSError, ValueError) as exc:
+            if not self._failed_once:
+                self._failed_once = True
+                log.warning("metrics could not be recorded (%s); requests go on without them", exc)
+
     def note(self, event: str, amount: float = 0) -> None:
         """Count an event: "upload" (amount: bytes), "upstream_hit", "upstream_miss"."""
+        with self._recording():
+            self._note(event, amount)
+
+    def _note(self, event: str, amount: float) -> None:
         if event == "upload":
             self.uploads.inc()
             self.upload_bytes.inc(amount)
@@ -105,12 +126,14 @@ class Metrics:
                 return start_response(status, headers, exc_info) if exc_info else start_response(status, headers)
 
             began = time.perf_counter()
-            self.in_flight.inc()
+            with self._recording():
+                self.in_flight.inc()
             try:
                 return wsgi(environ, start)
             finally:
-                self.in_flight.dec()
-                self._count(environ, seen, time.perf_counter() - began)
+                with self._recording():
+                    self.in_flight.dec()
+                    self._count(environ, seen, time.perf_counter() - began)
         return counted
 
     def _count(self, environ: dict, seen: dict, seconds: float) -> None:
@@ -133,7 +156,8 @@ class Metrics:
             try:
                 return callback(*args, **kwargs)
             except Exception as exc:
-                self._count_failure(exc)
+                with self._recording():
+                    self._count_failure(exc)
                 raise
         return checked
 
@@ -170,7 +194,8 @@ class Metrics:
             if changed:
                 newest = self._newest_upload_time()
                 if newest is not None and self._newest_upload is not None and newest > self._newest_upload:
-                    self.lag.observe(max(0.0, time.time() - newest))
+                    with self._recording():
+                        self.lag.observe(max(0.0, time.time() - newest))
                 if newest is not None:
                     self._newest_upload = newest
             return changed

@@ -85,7 +85,11 @@ def test_two_workers_count_into_one_page(tmp_path: Path):
         assert value(after, "wharf_catalog_projects") == 2 and value(after, "wharf_catalog_files") == 2
         assert value(after, "wharf_http_request_duration_seconds_count", route="/simple/<name>/") >= 61
         # Both workers wrote their share: one counter file per worker process.
-        counter_files = list((state / f"metrics-{server.port}").glob("counter_*.db"))
+        # They live in shared memory (memory-mapped files die of SIGBUS on a full disk), named
+        # after the state directory and the port (deploy/gunicorn/gunicorn.conf.py.j2).
+        import hashlib
+        tag = hashlib.sha256(str(state).encode()).hexdigest()[:12]
+        counter_files = list(Path("/dev/shm", f"wharf-metrics-{tag}-{server.port}").glob("counter_*.db"))
         assert len(counter_files) == 2, counter_files
 
 

@@ -74,8 +74,11 @@ def sandbox(tmp_path_factory: pytest.TempPathFactory):
         yield box
 
 
-# SQLite's shared-memory index and WAL change on any read transaction; the database itself is compared.
-_VOLATILE = ("deep/a/b/packages/.wharf/catalog.sqlite3-shm", "deep/a/b/packages/.wharf/catalog.sqlite3-wal")
+# SQLite's shared-memory indexes and WALs change on any read transaction; the databases
+# themselves are compared.
+_STATE = "deep/a/b/packages/.wharf"
+_VOLATILE = tuple(f"{_STATE}/{name}.sqlite3-{suffix}" for name in ("catalog", "durable", "policy", "tokens")
+                  for suffix in ("shm", "wal"))
 
 
 def is_4xx(answer: Answer) -> bool:

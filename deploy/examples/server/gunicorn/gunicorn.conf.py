@@ -69,8 +69,18 @@ def post_request(worker, req, environ, resp):
 # 7. /metrics (app/metrics.py): the workers share their counts through files in this
 #    directory (prometheus_client's multi-process mode). It is emptied when gunicorn
 #    starts (counts of an earlier run would be summed in) and a worker's live gauges are
-#    dropped when it exits. One directory per port: two servers may share a state dir.
-METRICS_DIR = "/srv/wharf/packages/.wharf/metrics-8080"
+#    dropped when it exits. The files are memory-mapped: on a full disk a worker writing
+#    one dies of SIGBUS, so they live in shared memory (/dev/shm) where there is one, never
+#    beside the packages. One directory per state dir and port.
+def _metrics_dir(state, port):
+    import hashlib
+
+    shm = "/dev/shm"
+    base = shm if os.path.isdir(shm) and os.access(shm, os.W_OK | os.X_OK) else state
+    return os.path.join(base, f"wharf-metrics-{hashlib.sha256(state.encode()).hexdigest()[:12]}-{port}")
+
+
+METRICS_DIR = _metrics_dir("/srv/wharf/packages/.wharf", 8080)
 os.environ["PROMETHEUS_MULTIPROC_DIR"] = METRICS_DIR
 
 
