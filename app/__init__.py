@@ -91,7 +91,7 @@ def create_app(settings: Settings, *, watch: bool = True) -> bottle.Bottle:
     catalog = Catalog(settings)  # on storage_for(settings): the packages directories
     # Every nginx in front fetches again what a change touched, before it is acknowledged;
     # the scanner does it for files dropped in by hand (and again for everyone's changes).
-    refresher = cache_refresh.CacheRefresher(settings, cache_refresh.shared_key(settings.state_path))
+    refresher = cache_refresh.CacheRefresher(settings, cache_refresh.shared_key(settings.state_path, catalog))
     catalog.after_scan = refresher.refresh_since
     catalog.start() if watch else catalog.open()
     access = Access(settings)
@@ -104,8 +104,9 @@ def create_app(settings: Settings, *, watch: bool = True) -> bottle.Bottle:
     app.config["wharf.refresh_key"] = refresher.key  # 404s that nginx's refreshes may store
     app.default_error_handler = _plain_error
     app.install(_answer_database_outages)
-    # A change another worker made (upload, removal, yank) shows on the very next request.
-    app.add_hook("before_request", catalog.catch_up)
+    # A change another worker made (upload, removal, yank) shows on the very next request,
+    # and nginx's refresh of a change another node made waits until this node has it.
+    app.add_hook("before_request", lambda: catalog.catch_up(refresher.wanted_seq(bottle.request)))
     # A form or script on another web site cannot use the browser's credentials to change anything.
     app.add_hook("before_request", cross_site.refuse_cross_site)
 

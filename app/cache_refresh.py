@@ -36,6 +36,7 @@ from urllib.parse import quote
 
 from .atomic import shared_secret
 from .catalog import View
+from .databases import unavailable_errors
 from .settings import Settings
 
 log = logging.getLogger("wharf.cache")
@@ -45,6 +46,10 @@ log = logging.getLogger("wharf.cache")
 SIMPLE_VARIANTS = ("text/html", "application/vnd.pypi.simple.v1+json", "application/vnd.pypi.simple.v1+html")
 # The header that carries the app servers' shared key, so a refresh may read protected pages.
 KEY_HEADER = "X-Wharf-Refresh"
+# The change journal position a refresh reflects: the app server nginx asks (maybe another
+# node, which polls the shared journal) first catches up to it, so it never answers the
+# refresh with the page as it was before the change.
+SEQ_HEADER = "X-Wharf-Refresh-Seq"
 KEY_FILE = "nginx-refresh.key"
 
 
@@ -71,8 +76,19 @@ def index_lifetime(settings: Settings) -> int:
     return settings.index_cache_lifetime if endpoints(settings) else settings.index_max_age
 
 
-def shared_key(state_dir: Path) -> str | None:
-    """The key app servers show nginx's refresh server (made once, kept in the state directory)."""
+def shared_key(state_dir: Path, catalog=None) -> str | None:
+    """The key app servers show nginx's refresh server: made once, kept in the shared
+    database when there is one (every node's refreshes reach every node), else in the
+    state directory."""
+    if catalog is not None:
+        try:
+            key = catalog.shared_secret("nginx-refresh")
+        except unavailable_errors() as exc:
+            log.warning("cannot read the shared refresh key from the database (%s): refreshes of this node "
+                        "reaching another node may be refused", exc)
+            key = None
+        if key:
+            return key
     path = state_dir / KEY_FILE
     try:
         return shared_secret(path) or None
@@ -128,32 +144,43 @@ class CacheRefresher:
 
     def refresh_since(self, old: View, new: View) -> None:
         """Refresh what changed from ``old`` to ``new`` on every nginx; returns when done or timed out."""
-        self.refresh_paths(changed_paths(old, new) if self.endpoints else [])
+        self.refresh_paths(changed_paths(old, new) if self.endpoints else [], new.seq)
 
     def refresh_project(self, name: str, view: View) -> None:
         """Refresh everything of one project (its status changed: pages, and whether files are served)."""
         project = view.projects.get(name)
         files = [f"/packages/{quote(f.relpath)}" for f in project.files] if project else []
-        self.refresh_paths([f"/simple/{name}/", "/packages/", *files, *(url + ".metadata" for url in files)])
+        self.refresh_paths([f"/simple/{name}/", "/packages/", *files, *(url + ".metadata" for url in files)],
+                           view.seq)
 
-    def refresh_paths(self, paths: list[str]) -> None:
+    def wanted_seq(self, request) -> int:
+        """The journal position a refresh request must see (0 for any other request)."""
+        value = request.get_header(SEQ_HEADER)
+        if not value or not holds_key(request.get_header(KEY_HEADER), self.key):
+            return 0
+        try:
+            return max(int(value), 0)
+        except ValueError:
+            return 0
+
+    def refresh_paths(self, paths: list[str], seq: int = 0) -> None:
         """Refresh these URL paths on every nginx; returns when done or timed out."""
         if not paths or not self.endpoints:
             return
         start = time.monotonic()
         deadline = start + self.timeout
         if len(self.endpoints) == 1:
-            self._refresh(self.endpoints[0], paths, deadline)
+            self._refresh(self.endpoints[0], paths, deadline, seq)
         else:
             with ThreadPoolExecutor(len(self.endpoints)) as pool:
-                list(pool.map(lambda endpoint: self._refresh(endpoint, paths, deadline), self.endpoints))
+                list(pool.map(lambda endpoint: self._refresh(endpoint, paths, deadline, seq), self.endpoints))
         self.last_seconds = time.monotonic() - start
 
     def _requests(self, paths: Iterable[str]) -> list[tuple[str, str | None]]:
         return [(path, accept) for path in paths
                 for accept in (SIMPLE_VARIANTS if path.startswith("/simple/") else (None,))]
 
-    def _refresh(self, endpoint: str, paths: list[str], deadline: float) -> None:
+    def _refresh(self, endpoint: str, paths: list[str], deadline: float, seq: int) -> None:
         host, _, port = endpoint.rpartition(":")
         conn = None
         done = 0
@@ -164,6 +191,8 @@ class CacheRefresher:
                 headers = {"Accept": accept} if accept else {}
                 if self.key:
                     headers[KEY_HEADER] = self.key
+                    if seq:
+                        headers[SEQ_HEADER] = str(seq)
                 conn.timeout = max(deadline - time.monotonic(), 0.05)
                 if conn.sock is not None:
                     conn.sock.settimeout(conn.timeout)

@@ -210,6 +210,10 @@ class Catalog:
             self._local.conn, self._local.generation = conn, self._generation
         return conn
 
+    def shared_secret(self, name: str) -> str | None:
+        """A secret every node on this catalog's database shares, or None on SQLite (one node)."""
+        return self.database.shared_secret(self.db(), name) if self.database.shared else None
+
     def _complete(self) -> bool:
         row = self.db().execute("SELECT value FROM meta WHERE key='complete'").fetchone()
         return bool(row) and row[0] == json.dumps(self.root_names)
@@ -245,19 +249,20 @@ class Catalog:
                 grouped.setdefault(f.project, []).append(f)
             projects = {name: Project.build(name, files, self._versions) for name, files in grouped.items()}
             self._seq = seq
-            self.view = make_view(projects, self.view.serial + 1)
+            self.view = make_view(projects, self.view.serial + 1, seq)
 
-    def catch_up(self) -> None:
+    def catch_up(self, seq: int = 0) -> None:
         """Apply other processes' changes now (one pragma when there are none).
 
         Called before each request, so an upload or yank answered by one worker is seen by
-        the next request whichever worker takes it.
+        the next request whichever worker takes it. ``seq``: a journal position the request
+        must see (nginx's refresh of a change another node made, app/cache_refresh.py).
         """
         # SQLite: PRAGMA data_version; PostgreSQL: a stat of this node's stamp file. Most
         # requests stop here; other nodes' changes arrive through the watcher's sync.
         try:
             changed, version = self.database.changed(self.db(), getattr(self._local, "data_version", None))
-            if not changed:
+            if not changed and seq <= self._seq:
                 return
             # If the watcher is syncing right now, wait for it (briefly): the change that
             # moved the mark may be the one it is applying.
@@ -305,7 +310,7 @@ class Catalog:
                     add_urls(by_url, new.files)
             names = view.names if projects.keys() == view.projects.keys() else tuple(sorted(projects))
             self._seq = rows[-1][0]
-            self.view = View(projects, by_url, names, view.serial + 1, count)
+            self.view = View(projects, by_url, names, view.serial + 1, count, self._seq)
             # Maybe another node's change: this node's other workers sync before their next
             # request too, so a page one of them lists never leads to a 404 from another.
             self.database.announce()

@@ -58,6 +58,8 @@ class CatalogDatabase(abc.ABC):
 
     #: Where the derived catalog lives, for messages ("catalog.sqlite3", "PostgreSQL").
     name: str
+    #: Whether several nodes may share it (then they share secrets through it too).
+    shared = False
 
     @abc.abstractmethod
     def connect(self) -> Any:
@@ -88,6 +90,11 @@ class CatalogDatabase(abc.ABC):
 
     def announce(self) -> None:
         """Tell this node's other workers that a write committed (their next request syncs)."""
+
+    def shared_secret(self, conn: Any, name: str) -> str | None:
+        """A random secret every node of this database shares (PostgreSQL), or None (one node:
+        the caller keeps its own in the state directory)."""
+        return None
 
     def recover(self, exc: BaseException) -> bool:
         """Deal with an error that may mean the derived store is damaged; True if it was rebuilt."""

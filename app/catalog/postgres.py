@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import secrets
 from pathlib import Path
 
 from ..databases import DatabaseUnavailable, PgConnection
@@ -21,9 +22,11 @@ from .database import CatalogDatabase
 log = logging.getLogger("wharf.catalog")
 
 STAMP = "catalog.changed"
-# pg_advisory_lock keys: the scanner's, and the one that serializes schema creation.
+# pg_advisory_lock keys: the scanner's, the one that serializes schema creation, and the
+# one every catalog write holds until it commits (the journal's order).
 SCANNER_LOCK = 0x77686172
 SCHEMA_LOCK = 0x77686173
+JOURNAL_LOCK = 0x77686174
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS files(
@@ -56,6 +59,7 @@ class PostgresCatalogDatabase(CatalogDatabase):
     """The catalog and the durable records in one PostgreSQL database."""
 
     name = "PostgreSQL"
+    shared = True
 
     def __init__(self, url: str, state_dir: Path):
         self.url = url
@@ -71,11 +75,26 @@ class PostgresCatalogDatabase(CatalogDatabase):
             raise DatabaseUnavailable(f"cannot set up the catalog in PostgreSQL: {exc}") from exc
         return conn
 
+    @contextlib.contextmanager
     def transaction(self, conn: PgConnection):
-        return conn.transaction()
+        # A journal entry's seq is taken when it is inserted, not when it commits: two
+        # nodes writing at once could commit 11 before 10, and a worker that read 11
+        # would never look below it again. Holding one lock from the first write to the
+        # commit makes seq order the commit order (writes are short: hashing and storing
+        # happen before the transaction).
+        with conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(?)", (JOURNAL_LOCK,))
+            yield conn
 
     def usable(self, conn: PgConnection) -> bool:
         return conn.usable
+
+    def shared_secret(self, conn: PgConnection, name: str) -> str:
+        key = f"secret:{name}"
+        with conn.transaction():
+            conn.execute("INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT (key) DO NOTHING",
+                         (key, secrets.token_hex(32)))
+        return conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()[0]
 
     def try_lock_scanner(self) -> bool:
         if self._lock_conn is not None:

@@ -82,15 +82,16 @@ class View:
     names: tuple[str, ...] = ()
     serial: int = 0
     file_count: int = 0
+    seq: int = 0  # the position in the shared change journal this view reflects
 
 
-def make_view(projects: dict[str, Project], serial: int) -> View:
+def make_view(projects: dict[str, Project], serial: int, seq: int = 0) -> View:
     by_url: dict[str, DistFile] = {}
     count = 0
     for project in projects.values():
         count += len(project.files)
         add_urls(by_url, project.files)
-    return View(projects, by_url, tuple(sorted(projects)), serial, count)
+    return View(projects, by_url, tuple(sorted(projects)), serial, count, seq)
 
 
 def add_urls(by_url: dict[str, DistFile], files: Iterable[DistFile]) -> None:

@@ -43,7 +43,7 @@ def _refresh_caches(settings, project: str) -> None:
     catalog = Catalog(settings)
     try:
         catalog.open(sweep=False)
-        CacheRefresher(settings, shared_key(settings.state_path)).refresh_project(project, catalog.view)
+        CacheRefresher(settings, shared_key(settings.state_path, catalog)).refresh_project(project, catalog.view)
     finally:
         catalog.close()
 

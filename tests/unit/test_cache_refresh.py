@@ -105,3 +105,21 @@ def test_without_refreshes_nginx_keeps_pages_only_index_max_age(make_app):
     before = int(time.time())
     status, headers = call(app, "/simple/")
     assert status == 200 and before <= int(headers["x-accel-expires"][1:]) <= int(time.time())
+
+
+def test_only_a_refresh_with_the_key_asks_for_a_journal_position(tmp_path):
+    from app.cache_refresh import KEY_HEADER, SEQ_HEADER, CacheRefresher
+
+    class Request:
+        def __init__(self, headers):
+            self.headers = headers
+
+        def get_header(self, name):
+            return self.headers.get(name)
+
+    refresher = CacheRefresher(Settings(packages=(tmp_path,)), "k" * 64)
+    assert refresher.wanted_seq(Request({SEQ_HEADER: "12", KEY_HEADER: "k" * 64})) == 12
+    assert refresher.wanted_seq(Request({SEQ_HEADER: "12"})) == 0
+    assert refresher.wanted_seq(Request({SEQ_HEADER: "12", KEY_HEADER: "x" * 64})) == 0
+    assert refresher.wanted_seq(Request({SEQ_HEADER: "twelve", KEY_HEADER: "k" * 64})) == 0
+    assert refresher.wanted_seq(Request({SEQ_HEADER: "-3", KEY_HEADER: "k" * 64})) == 0

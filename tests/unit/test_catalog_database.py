@@ -178,3 +178,54 @@ def test_the_catalog_lost_while_running_is_rebuilt(damage, packages, tree, tmp_p
     with sqlite3.connect(db) as conn:
         assert conn.execute("SELECT count(*) FROM files").fetchone()[0] >= 6
     assert os.stat(db).st_size > 0
+
+
+# --- several nodes on one PostgreSQL: journal order and nginx's refreshes ------------------------
+def test_journal_order_is_commit_order(database_url, tmp_path, closing):
+    """A write that began later never commits a journal entry that an earlier, open one will precede."""
+    import threading
+
+    a, b = (closing(open_node(tmp_path / "p", tmp_path / name, database_url, watch=False)) for name in "ab")
+    first, second = a.db(), b.db()
+    finished = threading.Event()
+
+    def later_write() -> None:
+        with b.database.transaction(second):
+            second.execute("INSERT INTO changes(project) VALUES (?)", ("second",))
+        finished.set()
+
+    with a.database.transaction(first):
+        first.execute("INSERT INTO changes(project) VALUES (?)", ("first",))
+        writer = threading.Thread(target=later_write)
+        writer.start()
+        # Without the journal lock the second write would commit now, with a seq a reader
+        # would take as "seen everything up to here" while the first is still open.
+        assert not finished.wait(0.5)
+    writer.join(10)
+    assert finished.is_set()
+    rows = first.execute("SELECT project FROM changes WHERE project IN ('first', 'second') ORDER BY seq").fetchall()
+    assert [r[0] for r in rows] == ["first", "second"]
+
+
+def test_a_refresh_answered_by_a_node_that_has_not_polled_yet_shows_the_change(
+        database_url, packages, tree, tmp_path, make_app):
+    """nginx may send a change's refresh to any app node: that node catches up to the change first."""
+    from app.cache_refresh import KEY_HEADER, SEQ_HEADER
+    from tests.support import call_wsgi
+
+    # No watchers: node b learns of a's change only from the refresh's journal position.
+    a = make_app(state_dir=tmp_path / "a", database_url=database_url, cache_refresh=("off",))
+    b = make_app(state_dir=tmp_path / "b", database_url=database_url, cache_refresh=("off",))
+    key = a.config["wharf.refresh_key"]
+    assert key and key == b.config["wharf.refresh_key"], "every node shares the refresh key"
+    assert call_wsgi(b, "/simple/alpha/")[0] == 200  # b has served: it syncs on its own schedule now
+    new = make_wheel(packages, "alpha", "7.0")
+    a.config["wharf.catalog"].record(new.name, uploaded_by="alice")
+    seq = a.config["wharf.catalog"].view.seq
+    assert seq > b.config["wharf.catalog"].view.seq
+
+    # A client's request (or a refresh without the key) changes nothing: b still has the old page.
+    for headers in ({}, {SEQ_HEADER: str(seq)}, {SEQ_HEADER: str(seq), KEY_HEADER: "wrong"}):
+        assert new.name.encode() not in call_wsgi(b, "/simple/alpha/", headers=headers)[2]
+    status, _, body = call_wsgi(b, "/simple/alpha/", headers={SEQ_HEADER: str(seq), KEY_HEADER: key})
+    assert status == 200 and new.name.encode() in body
