@@ -91,7 +91,7 @@ def create_app(settings: Settings, *, watch: bool = True) -> bottle.Bottle:
     catalog = Catalog(settings)  # on storage_for(settings): the packages directories
     # Every nginx in front fetches again what a change touched, before it is acknowledged;
     # the scanner does it for files dropped in by hand (and again for everyone's changes).
-    refresher = cache_refresh.CacheRefresher(settings, cache_refresh.shared_key(settings.state_path, catalog))
+    refresher = cache_refresh.CacheRefresher(settings, cache_refresh.shared_key(settings.state_path, catalog), catalog)
     catalog.after_scan = refresher.refresh_since
     catalog.start() if watch else catalog.open()
     access = Access(settings)

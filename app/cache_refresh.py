@@ -29,13 +29,13 @@ import http.client
 import logging
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import quote
 
 from .atomic import shared_secret
-from .catalog import View
+from .catalog import Catalog, Project, View
 from .databases import unavailable_errors
 from .settings import Settings
 
@@ -102,21 +102,29 @@ def holds_key(header: str | None, key: str | None) -> bool:
     return bool(key and header and hmac.compare_digest(header.encode(), key.encode()))
 
 
-def changed_paths(old: View, new: View) -> list[str]:
-    """The URL paths (canonical, as the pages link them) whose content differs between two views."""
+def changed_paths(changes: list[tuple[str, object]] | None, old: View, new: View,
+                  current: Callable[[str], Project | None]) -> list[str]:
+    """The URL paths (canonical, as the pages link them) whose content differs between two views.
+
+    ``changes``: each changed project with its Project in ``old`` (or anything else if the
+    worker never loaded it: then its files' own URLs are not known to have changed), or
+    None if the worker no longer knows what changed (a reload): then the index pages.
+    ``current`` gives a project as it is now.
+    """
     if old is new:
         return []
-    names = {name for name, project in new.projects.items() if old.projects.get(name) is not project}
-    names |= old.projects.keys() - new.projects.keys()
+    if changes is None:
+        return ["/simple/", "/packages/"]
     pages: list[str] = []
     files: list[str] = []
     index = False
-    for name in sorted(names):
-        before, after = old.projects.get(name), new.projects.get(name)
+    for name, before in sorted(changes, key=lambda change: change[0]):
+        before = before if isinstance(before, Project) else None
+        after = current(name) if new.lists(name) else None
         if before is not None and after is not None and before.files == after.files:
             continue  # reloaded, not changed
         pages.append(f"/simple/{name}/")
-        index |= (before is None) != (after is None)
+        index |= old.lists(name) != new.lists(name)
         sha_before = {f.relpath: f.sha256 for f in before.files} if before else {}
         sha_after = {f.relpath: f.sha256 for f in after.files} if after else {}
         for relpath in sorted(sha_before.keys() | sha_after.keys()):
@@ -125,7 +133,7 @@ def changed_paths(old: View, new: View) -> list[str]:
                 files += [url, url + ".metadata"]
     if index:
         pages.append("/simple/")
-    if files:
+    if files or index:
         pages.append("/packages/")
     return pages + files
 
@@ -133,7 +141,8 @@ def changed_paths(old: View, new: View) -> list[str]:
 class CacheRefresher:
     """Sends the refreshes of a change to every nginx, within ``refresh_timeout``."""
 
-    def __init__(self, settings: Settings, key: str | None):
+    def __init__(self, settings: Settings, key: str | None, catalog: Catalog | None = None):
+        self.catalog = catalog  # what changed between two views, and projects as they are now
         self.endpoints = endpoints(settings)
         self.implicit = not settings.cache_refresh  # the local nginx nobody configured
         self.timeout = settings.refresh_timeout
@@ -144,14 +153,15 @@ class CacheRefresher:
 
     def refresh_since(self, old: View, new: View) -> None:
         """Refresh what changed from ``old`` to ``new`` on every nginx; returns when done or timed out."""
-        self.refresh_paths(changed_paths(old, new) if self.endpoints else [], new.seq)
+        if not self.endpoints or self.catalog is None:
+            return
+        changes = self.catalog.changes_between(old, new)
+        self.refresh_paths(changed_paths(changes, old, new, self.catalog.project), new.seq)
 
-    def refresh_project(self, name: str, view: View) -> None:
+    def refresh_project(self, name: str, project: Project | None, seq: int) -> None:
         """Refresh everything of one project (its status changed: pages, and whether files are served)."""
-        project = view.projects.get(name)
         files = [f"/packages/{quote(f.relpath)}" for f in project.files] if project else []
-        self.refresh_paths([f"/simple/{name}/", "/packages/", *files, *(url + ".metadata" for url in files)],
-                           view.seq)
+        self.refresh_paths([f"/simple/{name}/", "/packages/", *files, *(url + ".metadata" for url in files)], seq)
 
     def wanted_seq(self, request) -> int:
         """The journal position a refresh request must see (0 for any other request)."""

@@ -245,8 +245,7 @@ def register(app: Bottle, settings: Settings, catalog: Catalog, access: Access,
         view = catalog.view
         cached = listing_cache.get(view.serial)
         if cached is None:
-            links = sorted(view.by_url)
-            body = templates.get_template("packages.html").render(links=links).encode()
+            body = templates.get_template("packages.html").render(links=catalog.relpaths()).encode()
             listing_cache.clear()
             listing_cache[view.serial] = cached = (body, etag_of(body))
         body, etag = cached

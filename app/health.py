@@ -51,8 +51,8 @@ def register(app: Bottle, settings: Settings, catalog: Catalog, access: Access, 
         status = "error" if failing else "degraded" if degraded else "ok"
         body: dict = {"status": status, "time": time.time()}
         if not access.protects("list") or access.user() is not None:
-            view = catalog.view
-            body.update(problems=failing + degraded, projects=len(view.projects), files=view.file_count)
+            body.update(problems=failing + degraded, projects=len(catalog.view.names), files=_file_count(catalog),
+                        indexing=catalog.indexing())
             if upstream is not None:  # the pull-through cache (app/upstream/pull_through.py); never fails health
                 body["upstream"] = upstream.status()
         else:
@@ -61,3 +61,11 @@ def register(app: Bottle, settings: Settings, catalog: Catalog, access: Access, 
         response.set_header("Content-Type", "application/json")
         response.set_header("Cache-Control", "no-store")
         return json.dumps(body).encode()
+
+
+def _file_count(catalog) -> int | None:
+    """The catalog's file count, or None while its database does not answer (health still does)."""
+    try:
+        return catalog.file_count()
+    except Exception:  # noqa: BLE001 (the database's own error types vary by engine)
+        return None

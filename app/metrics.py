@@ -206,9 +206,9 @@ class Metrics:
         """The catalog's size as this worker sees it (a collector read at scrape time)."""
         from prometheus_client.core import GaugeMetricFamily
 
-        view = self.catalog.view
-        yield GaugeMetricFamily("wharf_catalog_projects", "Projects in the catalog.", value=len(view.projects))
-        yield GaugeMetricFamily("wharf_catalog_files", "Files in the catalog.", value=view.file_count)
+        yield GaugeMetricFamily("wharf_catalog_projects", "Projects in the catalog.", value=len(self.catalog.view.names))
+        with contextlib.suppress(Exception):  # the database down: the gauge is left out, not the scrape
+            yield GaugeMetricFamily("wharf_catalog_files", "Files in the catalog.", value=self.catalog.file_count())
 
     def page(self) -> bytes:
         """Every worker's counts in Prometheus' text format."""

@@ -45,6 +45,7 @@ class Settings:
     s3_url_lifetime: int = field(default=3600, metadata={"help": "Seconds a presigned download URL stays valid."})
     scan_interval: float = field(default=0.5, metadata={"help": "Seconds between checks of the packages directories for files added by hand."})
     full_scan_interval: float = field(default=300.0, metadata={"help": "Seconds between full sweeps that also catch files rewritten in place."})
+    catalog_cache_files: int = field(default=50_000, metadata={"help": "How many files' worth of projects each worker keeps in memory (least recently used out; ~0.4 KB a file); others are read from the catalog database when asked for. Indexes smaller than this are served wholly from memory."})
     database_url: str = field(default="", metadata={"help": "The database of the catalog and the durable state (yanks, upload records, statuses, tokens): empty means SQLite files in the state directory; postgresql://USER:PASSWORD@HOST:PORT/DB means one PostgreSQL database that any number of app nodes share (docs/database.md)."})
     hash_algo: str = field(default="sha256", metadata={"help": "Hash in the simple API's URL fragments: sha256 (default), md5, sha1, sha384, sha512, blake2b_256, or \"off\". JSON always carries sha256."})
     index_max_age: int = field(default=1, metadata={"help": "Cache-Control max-age (seconds) of index pages; validators make them cheap to renew."})

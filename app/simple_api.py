@@ -6,6 +6,8 @@ app/simple_pages.py, once per project change, and kept in memory with their ETag
 
 from __future__ import annotations
 
+import threading
+import zlib
 from datetime import datetime, timezone
 from urllib.parse import quote
 
@@ -20,8 +22,7 @@ from .dists import project_name
 from .policy.rules import LocalRules
 from .proxy import external_url
 from .settings import Settings
-from .simple_pages import (CONTENT_TYPES, HTML_V1, JSON_V1, TEXT_HTML, Page, PageFile, render_index,
-                           render_project)
+from .simple_pages import CONTENT_TYPES, HTML_V1, JSON_V1, TEXT_HTML, CompressedIndex, Page, PageFile, render_project
 
 _ALIASES = {
     "application/vnd.pypi.simple.latest+json": JSON_V1,
@@ -30,6 +31,10 @@ _ALIASES = {
 # Server preference among equally acceptable types, by how specifically they matched:
 # a client naming our JSON type gets JSON first; "*/*" alone (browsers, curl) gets HTML.
 _PREFERENCE = {3: (JSON_V1, HTML_V1, TEXT_HTML), 2: (TEXT_HTML, HTML_V1, JSON_V1), 1: (TEXT_HTML, HTML_V1, JSON_V1)}
+
+
+# Rendered project pages a worker keeps (the catalog's project cache decides which are live).
+PAGES_KEPT = 4096
 
 
 class NotAcceptable(HTTPError):
@@ -101,6 +106,9 @@ class SimpleAPI:
         self.catalog = catalog
         self.templates = templates
         self.pages: dict[tuple[str, str], Page] = {}
+        self.indexes = {fmt: CompressedIndex(templates, fmt) for fmt in (JSON_V1, TEXT_HTML)}
+        self._index_pages: dict[str, Page] = {}
+        self._index_lock = threading.Lock()
         self.fragment_algo = settings.hash_algo if settings.hash_algo != "off" else None
         self._accept_cache: dict[str, str] = {}
 
@@ -125,16 +133,23 @@ class SimpleAPI:
         page = self.pages.get(key)
         if page is None or page.source is not source:
             page = Page.of(source, render())
-            if len(self.pages) > 50_000:
-                self.pages.clear()
+            if len(self.pages) >= PAGES_KEPT:
+                self.pages.clear()  # (the catalog's own cache bounds which projects are live)
             self.pages[key] = page
         return page
 
     # --- rendering ---------------------------------------------------------------------
     def index_page(self, fmt: str) -> Page:
+        """The project index, gzip-compressed, rebuilt (by the chunk) when the names change."""
         names = self.catalog.view.names
-        key = ("", JSON_V1 if fmt == JSON_V1 else "html")
-        return self._cached(key, names, lambda: render_index(self.templates, fmt, names))
+        fmt = JSON_V1 if fmt == JSON_V1 else TEXT_HTML
+        page = self._index_pages.get(fmt)
+        if page is None or page.source is not names:
+            with self._index_lock:
+                page = self._index_pages.get(fmt)
+                if page is None or page.source is not names:
+                    page = self._index_pages[fmt] = self.indexes[fmt].page(names)
+        return page
 
     def project_page(self, project: Project, fmt: str) -> Page:
         status = self.policy.status(project.name)
@@ -160,7 +175,7 @@ def _respond(page: Page, fmt: str, max_age: int, private: bool, keep: int | None
         "Content-Type": CONTENT_TYPES[fmt],
         # Not "Authorization": every user who may list sees the same page, "private" keeps shared
         # caches out, and nginx would write an MD5 of the header into its cache files (issue 14.10).
-        "Vary": "Accept",
+        "Vary": "Accept, Accept-Encoding" if page.encoding else "Accept",
         "ETag": page.etag,
         **index_cache_headers(max_age, private=private, keep=keep),
     }
@@ -168,7 +183,25 @@ def _respond(page: Page, fmt: str, max_age: int, private: bool, keep: int | None
         raise HTTPResponse(status=304, headers=headers)
     for key, value in headers.items():
         response.set_header(key, value)
+    if page.encoding == "gzip":
+        if accepts_gzip(request.environ.get("HTTP_ACCEPT_ENCODING", "")):
+            response.set_header("Content-Encoding", "gzip")
+            return page.body
+        return zlib.decompress(page.body, 31)  # a client that takes no gzip (rare): inflated for it
     return page.body
+
+
+def accepts_gzip(header: str) -> bool:
+    """Whether an Accept-Encoding header takes gzip (and does not refuse it with q=0)."""
+    for part in header.lower().split(","):
+        coding, _, params = part.strip().partition(";")
+        if coding.strip() in ("gzip", "x-gzip", "*"):
+            q = params.strip().removeprefix("q=").strip() if params.strip().startswith("q=") else "1"
+            try:
+                return float(q) > 0
+            except ValueError:
+                return False
+    return False
 
 
 def _redirect(path: str) -> None:

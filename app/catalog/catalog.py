@@ -5,24 +5,29 @@ learn from a file (hashes, core metadata) is computed once and kept in SQLite in
 state directory, keyed by (size, mtime, inode) so a changed file is redone and a restart
 re-hashes nothing.
 
-Every worker process holds an immutable in-memory ``View`` that requests read without
-locks or I/O. One process at a time (the holder of ``scan.lock``) watches the
+Every worker process holds an immutable ``View`` (every project's name) and a bounded
+cache of the projects it served (project_cache.py): a request for a cached project reads
+no database and takes no I/O, any other project is one indexed query, and a worker's
+memory stays flat from a thousand files to a million. One process at a time (the holder of ``scan.lock``) watches the
 directories: each ``scan_interval`` it stats the known directories and lists only those
 whose mtime moved, so a file copied in by hand is seen within about a second without a
 rescan per request. Every change is appended to a ``changes`` journal; every worker
-polls the journal and reloads just the projects that changed.
+polls the journal and drops just the projects that changed from its cache.
 """
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import errno
 import json
 import logging
 import sqlite3
+import sys
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from packaging.version import Version
@@ -32,7 +37,8 @@ from ..databases import DatabaseUnavailable, unavailable_errors
 from ..settings import Settings
 from ..storage import Storage, storage_for
 from .database import FILE_COLUMNS, database_for
-from .records import DistFile, Project, View, add_urls, file_from_row, make_view
+from .project_cache import ProjectCache
+from .records import DistFile, Project, View, file_from_row
 from .scanner import Scanner, read_file, stalled_scanner, write_file
 
 log = logging.getLogger("wharf.catalog")
@@ -48,6 +54,16 @@ class FileConflict(Exception):
 
 # Longest a request waits for a sync in flight before answering from the view it has.
 CATCH_UP_WAIT = 0.5
+# Longest a starting server waits for a first index of its storage before answering with
+# what is indexed so far (the rest shows as the scanner goes on).
+START_WAIT = 2.0
+# How many recent changes (project, its state before) a worker remembers, for the nginx
+# refreshes of what changed between two views (cache_refresh.py).
+DELTAS_KEPT = 10_000
+# Parsed versions kept for sorting; a new dict beyond this many distinct strings.
+VERSIONS_KEPT = 50_000
+# A project whose state before a change this worker never loaded.
+UNKNOWN = object()
 
 
 class Catalog:
@@ -75,6 +91,11 @@ class Catalog:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._versions: dict[str, Version] = {}
+        self.projects = ProjectCache(settings.catalog_cache_files)
+        # (serial, project, its Project before that change or UNKNOWN); a reload leaves a gap.
+        self._deltas: deque[tuple[int, str, object]] = deque(maxlen=DELTAS_KEPT)
+        self._deltas_from = 0  # the serial from which _deltas is complete
+        self._file_count: tuple[int, int] = (-1, 0)  # (serial, files)
         self._sync_lock = threading.RLock()
         self._scanner: Scanner | None = None
         # Called by the scanning process with the view before and after each pass that
@@ -102,11 +123,31 @@ class Catalog:
         return self
 
     def start(self) -> Catalog:
-        """Open and keep watching the directories in a background thread."""
-        self.open(sweep=False)
+        """Load the catalog and keep watching the storage in a background thread.
+
+        A storage never indexed before (a cold start) is indexed by the watcher in the
+        background: the server waits up to ``START_WAIT`` for it, then answers with what
+        is indexed so far while the scanner goes on (it logs its progress).
+        """
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.db()
         self._thread = threading.Thread(target=self._watch, name="wharf-catalog", daemon=True)
         self._thread.start()
+        deadline = time.monotonic() + START_WAIT
+        while not self._complete() and time.monotonic() < deadline and not self._stop.is_set():
+            time.sleep(0.05)
+        self.reload()
+        if not self._complete():
+            log.warning("answering while the storage is indexed for the first time: %d projects so far",
+                        len(self.view.names))
         return self
+
+    def indexing(self) -> bool:
+        """Whether the first index of the storage is still under way (answers list what it has)."""
+        try:
+            return not self._complete()
+        except (*unavailable_errors(), sqlite3.DatabaseError):
+            return False
 
     def close(self) -> None:
         self._stop.set()
@@ -239,17 +280,50 @@ class Catalog:
         files = (file_from_row(row, self.root_names) for row in self.db().execute(sql, params))
         return [f for f in files if f is not None]
 
+    def _roots_sql(self, column: str = "root") -> str:
+        return f"{column} IN ({','.join('?' * len(self.root_names))})"
+
+    def _listed_names(self, names: Iterable[str] | None = None) -> list[str]:
+        """The projects with files under the served roots (of ``names``, or all), in order."""
+        sql = f"SELECT DISTINCT project FROM files WHERE {self._roots_sql()}"
+        if names is None:
+            return [row[0] for row in self.db().execute(sql + " ORDER BY project", self.root_names)]
+        names = list(names)
+        found: list[str] = []
+        for start in range(0, len(names), 500):
+            batch = names[start:start + 500]
+            found += [row[0] for row in self.db().execute(
+                sql + f" AND project IN ({','.join('?' * len(batch))})", (*self.root_names, *batch))]
+        return sorted(found)
+
+    def _load_all_if_small(self) -> None:
+        """An index within the cache's bound is held whole, as a small index always was:
+        every read is answered from memory, even while the database is down."""
+        if self.file_count() > self.projects.max_files:
+            return
+        generation = self.projects.generation
+        grouped: dict[str, list[DistFile]] = {}
+        for f in self._select(f"WHERE {self._roots_sql('f.root')}", tuple(self.root_names)):
+            grouped.setdefault(f.project, []).append(f)
+        for name, files in grouped.items():
+            self.projects.put(Project.build(name, files, self._versions), generation)
+
+    def holds_everything(self) -> bool:
+        """Whether every project is in this worker's memory (an index within the cache's bound)."""
+        return len(self.projects) >= len(self.view.names)
+
     def reload(self) -> None:
-        """Load everything from the database (start-up, or too far behind the journal)."""
+        """Read every project's name from the database (start-up, or too far behind the journal)."""
         with self._sync_lock:
             conn = self.db()
             seq = conn.execute("SELECT coalesce(max(seq), 0) FROM changes").fetchone()[0]
-            grouped: dict[str, list[DistFile]] = {}
-            for f in self._select():
-                grouped.setdefault(f.project, []).append(f)
-            projects = {name: Project.build(name, files, self._versions) for name, files in grouped.items()}
+            names = tuple(sys.intern(name) for name in self._listed_names())
+            self.projects.clear()
             self._seq = seq
-            self.view = make_view(projects, self.view.serial + 1, seq)
+            self.view = View(names, self.view.serial + 1, seq)
+            self._load_all_if_small()
+            self._deltas.clear()
+            self._deltas_from = self.view.serial
 
     def catch_up(self, seq: int = 0) -> None:
         """Apply other processes' changes now (one pragma when there are none).
@@ -293,24 +367,30 @@ class Catalog:
                 self.reload()  # the journal was pruned past us
                 return True
             view = self.view
-            projects = dict(view.projects)
-            by_url = dict(view.by_url)
-            count = view.file_count
-            for name in {project for _seq, project in rows}:
-                old = projects.pop(name, None)
-                if old is not None:
-                    count -= len(old.files)
-                    for f in old.files:
-                        if by_url.get(f.relpath) is f:
-                            del by_url[f.relpath]
-                files = self._select("WHERE f.project = ?", (name,))
-                if files:
-                    projects[name] = new = Project.build(name, files, self._versions)
-                    count += len(new.files)
-                    add_urls(by_url, new.files)
-            names = view.names if projects.keys() == view.projects.keys() else tuple(sorted(projects))
+            changed = sorted({project for _seq, project in rows})
+            serial = view.serial + 1
+            whole = self.holds_everything()
+            for name in changed:
+                before = self.projects.peek(name)
+                self._deltas.append((serial, name, before if before is not None else UNKNOWN))
+            self.projects.drop(changed)
+            listed = set(self._listed_names(changed))
+            names = view.names
+            added = [n for n in changed if n in listed and not view.lists(n)]
+            removed = {n for n in changed if n not in listed and view.lists(n)}
+            if len(added) + len(removed) > 64:
+                names = tuple(sorted((set(names) - removed).union(sys.intern(n) for n in added)))
+            elif added or removed:
+                merged = [n for n in names if n not in removed] if removed else list(names)
+                for name in added:
+                    bisect.insort(merged, sys.intern(name))
+                names = tuple(merged)
             self._seq = rows[-1][0]
-            self.view = View(projects, by_url, names, view.serial + 1, count, self._seq)
+            self.view = View(names, serial, self._seq)
+            if whole:  # keep it whole: load what changed now, not at the next request
+                for name in changed:
+                    if self.view.lists(name):
+                        self.project(name)
             # Maybe another node's change: this node's other workers sync before their next
             # request too, so a page one of them lists never leads to a 404 from another.
             self.database.announce()
@@ -421,22 +501,95 @@ class Catalog:
 
     # --- queries -----------------------------------------------------------------------
     def project(self, name: str) -> Project | None:
-        return self.view.projects.get(name)
+        """A project by its normalized name: from the cache, else one query (None if it has no files)."""
+        project = self.projects.get(name)
+        if project is not None:
+            return project
+        if not self.view.lists(name):
+            return None
+        generation = self.projects.generation
+        try:
+            files = self._select("WHERE f.project = ?", (name,))
+        except (*unavailable_errors(), sqlite3.DatabaseError) as exc:
+            raise CatalogUnavailable(f"cannot read project {name}: {exc}") from exc
+        if not files:
+            return None
+        if len(self._versions) > VERSIONS_KEPT:
+            self._versions = {}
+        project = Project.build(name, files, self._versions)
+        self.projects.put(project, generation)
+        return project
 
     def find(self, url_path: str) -> DistFile | None:
-        return self.view.by_url.get(url_path)
+        """The file served at /packages/<url_path>, if any (its project says, by the file's name)."""
+        try:
+            dist = parse_filename(url_path.rpartition("/")[2])
+        except InvalidDistribution:
+            return None
+        project = self.project(dist.project)
+        if project is not None:
+            for f in project.files:
+                if f.relpath == url_path:
+                    return f
+        return None
 
     def find_filename(self, filename: str) -> DistFile | None:
         try:
             dist = parse_filename(filename)
         except InvalidDistribution:
             return None
-        project = self.view.projects.get(dist.project)
+        project = self.project(dist.project)
         if project:
             for f in project.files:
                 if f.filename == filename:
                     return f
         return None
+
+    def file_count(self) -> int:
+        """Files in the catalog (one count per view, on demand)."""
+        serial, count = self._file_count
+        view = self.view
+        if serial != view.serial:
+            # A path under two roots is one file, served from the earlier one.
+            what = "count(*)" if len(self.root_names) == 1 else "count(DISTINCT relpath)"
+            count = self.db().execute(f"SELECT {what} FROM files WHERE {self._roots_sql()}",
+                                      self.root_names).fetchone()[0]
+            self._file_count = (view.serial, count)
+        return count
+
+    def relpaths(self) -> Iterator[str]:
+        """Every served file's path under its root, in order (the /packages/ list)."""
+        rows = self.db().execute(f"SELECT DISTINCT relpath FROM files WHERE {self._roots_sql()} ORDER BY relpath",
+                                 self.root_names)
+        for (relpath,) in rows:
+            yield relpath
+
+    def recent(self, count: int) -> list[Project]:
+        """The ``count`` projects with the newest uploads, newest first."""
+        seen: list[str] = []
+        rows = self.db().execute(f"SELECT project FROM files WHERE {self._roots_sql()} ORDER BY upload_time DESC"
+                                 " LIMIT ?", (*self.root_names, count * 20))
+        for (name,) in rows:
+            if name not in seen:
+                seen.append(name)
+                if len(seen) == count:
+                    break
+        return [p for p in map(self.project, seen) if p is not None]
+
+    def summaries(self) -> Iterator[tuple[str, str, str]]:
+        """(project, display name, summary of its newest upload) for every project, in name order."""
+        yield from self.database.summaries(self.db(), self._roots_sql("f.root"), self.root_names)
+
+    def changes_between(self, old: View, new: View) -> list[tuple[str, object]] | None:
+        """Each project changed from ``old`` to ``new`` with its Project in ``old`` (or
+        UNKNOWN if this worker never loaded it), or None if this worker no longer knows."""
+        if old.serial < self._deltas_from:
+            return None
+        first: dict[str, object] = {}
+        for serial, name, before in self._deltas:
+            if old.serial < serial <= new.serial and name not in first:
+                first[name] = before
+        return list(first.items())
 
     def read_metadata(self, dist: DistFile) -> bytes | None:
         """The core metadata file of a wheel, byte-identical, as PEP 658 serves it."""

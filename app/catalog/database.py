@@ -85,6 +85,10 @@ class CatalogDatabase(abc.ABC):
     def release_scanner(self) -> None: ...
 
     @abc.abstractmethod
+    def summaries(self, conn: Any, roots_sql: str, roots) -> Iterator[tuple[str, str, str]]:
+        """(project, display name, summary of its newest upload) per project, in name order."""
+
+    @abc.abstractmethod
     def changed(self, conn: Any, seen: Any) -> tuple[bool, Any]:
         """Whether another process may have written since ``seen`` (cheap; no table read)."""
 

@@ -14,6 +14,7 @@ import contextlib
 import logging
 import os
 import secrets
+from collections.abc import Iterator
 from pathlib import Path
 
 from ..databases import DatabaseUnavailable, PgConnection
@@ -39,6 +40,7 @@ CREATE TABLE IF NOT EXISTS files(
 CREATE INDEX IF NOT EXISTS files_project ON files(project);
 CREATE INDEX IF NOT EXISTS files_dir ON files(root, dir);
 CREATE INDEX IF NOT EXISTS files_filename ON files(filename);
+CREATE INDEX IF NOT EXISTS files_upload_time ON files(upload_time);
 CREATE TABLE IF NOT EXISTS changes(seq BIGSERIAL PRIMARY KEY, project TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS yanks(filename TEXT PRIMARY KEY, reason TEXT NOT NULL);
@@ -95,6 +97,11 @@ class PostgresCatalogDatabase(CatalogDatabase):
             conn.execute("INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT (key) DO NOTHING",
                          (key, secrets.token_hex(32)))
         return conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()[0]
+
+    def summaries(self, conn, roots_sql: str, roots) -> Iterator[tuple[str, str, str]]:
+        yield from conn.execute(
+            f"SELECT DISTINCT ON (project) project, name, coalesce(summary, '') FROM files f WHERE {roots_sql}"
+            " ORDER BY project, upload_time DESC", roots)
 
     def try_lock_scanner(self) -> bool:
         if self._lock_conn is not None:

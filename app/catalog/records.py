@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import json
 import sys
 
@@ -75,30 +76,22 @@ class Project:
 
 @dataclass(frozen=True, slots=True)
 class View:
-    """An immutable snapshot of the catalog; replaced whole when something changes."""
+    """What a worker knows of the whole index: every project's name, in order.
 
-    projects: dict[str, Project] = field(default_factory=dict)
-    by_url: dict[str, DistFile] = field(default_factory=dict)
+    Replaced whole when a change arrives. Projects themselves are not held here: the
+    catalog loads them on demand into a bounded cache (app/catalog/project_cache.py), so
+    a worker's memory does not grow with the number of files.
+    """
+
     names: tuple[str, ...] = ()
     serial: int = 0
-    file_count: int = 0
     seq: int = 0  # the position in the shared change journal this view reflects
 
-
-def make_view(projects: dict[str, Project], serial: int, seq: int = 0) -> View:
-    by_url: dict[str, DistFile] = {}
-    count = 0
-    for project in projects.values():
-        count += len(project.files)
-        add_urls(by_url, project.files)
-    return View(projects, by_url, tuple(sorted(projects)), serial, count, seq)
-
-
-def add_urls(by_url: dict[str, DistFile], files: Iterable[DistFile]) -> None:
-    for f in files:
-        other = by_url.get(f.relpath)
-        if other is None or f.root < other.root:  # an earlier root shadows a later one
-            by_url[f.relpath] = f
+    def lists(self, name: str) -> bool:
+        """Whether a project of this name has files (a binary search, no I/O)."""
+        names = self.names
+        i = bisect.bisect_left(names, name)
+        return i < len(names) and names[i] == name
 
 
 def file_from_row(row: tuple, root_names: list[str]) -> DistFile | None:

@@ -15,6 +15,7 @@ import logging
 import os
 import sqlite3
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from .database import CatalogDatabase
@@ -35,6 +36,7 @@ CREATE TABLE IF NOT EXISTS files(
 CREATE INDEX IF NOT EXISTS files_project ON files(project);
 CREATE INDEX IF NOT EXISTS files_dir ON files(root, dir);
 CREATE INDEX IF NOT EXISTS files_filename ON files(filename);
+CREATE INDEX IF NOT EXISTS files_upload_time ON files(upload_time);
 CREATE TABLE IF NOT EXISTS changes(seq INTEGER PRIMARY KEY AUTOINCREMENT, project TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
@@ -168,6 +170,13 @@ class SQLiteCatalogDatabase(CatalogDatabase):
             return os.stat(self.path).st_ino == conn.inode
         except FileNotFoundError:
             return False
+
+    def summaries(self, conn, roots_sql: str, roots) -> Iterator[tuple[str, str, str]]:
+        # SQLite takes the bare columns from the row that holds the max().
+        for project, name, summary, _newest in conn.execute(
+                f"SELECT project, name, coalesce(summary, ''), max(upload_time) FROM files f WHERE {roots_sql}"
+                " GROUP BY project ORDER BY project", roots):
+            yield project, name, summary
 
     def try_lock_scanner(self) -> bool:
         if self._lock_fd is not None:

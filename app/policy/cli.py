@@ -43,7 +43,8 @@ def _refresh_caches(settings, project: str) -> None:
     catalog = Catalog(settings)
     try:
         catalog.open(sweep=False)
-        CacheRefresher(settings, shared_key(settings.state_path, catalog)).refresh_project(project, catalog.view)
+        CacheRefresher(settings, shared_key(settings.state_path, catalog), catalog).refresh_project(
+            project, catalog.project(project), catalog.view.seq)
     finally:
         catalog.close()
 

@@ -36,7 +36,8 @@ def register(app: Bottle, access: Access, store: PolicyStore, refresher: CacheRe
             raise Refusal(400, f"reason is longer than {MAX_REASON} characters")
         store.set_status(project, ProjectStatus(status, reason), user or "-")
         if refresher is not None:  # every nginx drops what it showed before, before the answer
-            refresher.refresh_project(project, app.config["wharf.catalog"].view)
+            catalog = app.config["wharf.catalog"]
+            refresher.refresh_project(project, catalog.project(project), catalog.view.seq)
         log.info("status of %s set to %s%s by %s from %s", project, status, f" ({reason!r})" if reason else "",
                  user, request.environ.get("REMOTE_ADDR") or "?")
         response.set_header("Content-Type", "text/plain; charset=utf-8")

@@ -70,21 +70,19 @@ def register(app: Bottle, settings: Settings, catalog: Catalog, access: Access,
         access.require("list")
         if welcome is not None:
             return welcome_page()
-        index = search.index()
         pull_through = app.config.get("wharf.upstream")  # app/upstream/pull_through.py, None when off
-        return pages.render("web/home.html", projects=len(index.entries), files=index.file_count,
-                            recent=index.recent, takes_uploads=access.takes_uploads,
+        return pages.render("web/home.html", projects=len(catalog.view.names), files=catalog.file_count(),
+                            recent=search.recent(), takes_uploads=access.takes_uploads,
                             upstream=pull_through.status() if pull_through is not None else None,
                             needs_login={a: access.protects(a) for a in ("update", "download", "list")},
                             ca=settings.client_ca_file, **urls())
 
     def welcome_page() -> str:
-        view = catalog.view
         # What pypiserver fills in: the absolute URL, paths for the rest, the file count.
         values = {
             "URL": external_url(request.environ, "/"),
             "VERSION": version,
-            "NUMPKGS": str(view.file_count),
+            "NUMPKGS": str(catalog.file_count()),
             "PACKAGES": root_path() + "packages/",
             "SIMPLE": root_path() + "simple/",
         }
@@ -104,16 +102,16 @@ def register(app: Bottle, settings: Settings, catalog: Catalog, access: Access,
         if len(query) > MAX_QUERY:
             raise HTTPError(400, f"the search is longer than {MAX_QUERY} characters")
         number = page_number(params)
-        index = search.index()
-        found = index.search(query)
+        found = search.search(query)
+        all_projects = len(catalog.view.names)
         pages_total = max(1, -(-len(found) // PER_PAGE))
         if number > pages_total:
             return pages.render("web/projects.html", status=404, query=query, entries=[], total=len(found),
-                                page=number, pages=pages_total, all_projects=len(index.entries),
+                                page=number, pages=pages_total, all_projects=all_projects,
                                 missing_page=True)
         start = (number - 1) * PER_PAGE
         return pages.render("web/projects.html", query=query, entries=found[start:start + PER_PAGE],
-                            total=len(found), page=number, pages=pages_total, all_projects=len(index.entries),
+                            total=len(found), page=number, pages=pages_total, all_projects=all_projects,
                             missing_page=False)
 
     @app.get("/project/<name>")

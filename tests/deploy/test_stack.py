@@ -256,6 +256,10 @@ def test_index_pages_are_gzipped(public: Stack, accept: str):
     assert status == 200 and headers["content-encoding"] == "gzip"
     text = gzip.decompress(body).decode()
     assert "project-14" in text
+    # The cache holds the app's gzip copy; a client that takes no gzip gets it inflated.
+    status, plain, inflated = public.request("/simple/", {"Accept": accept, "Accept-Encoding": "identity"})
+    assert status == 200 and "content-encoding" not in plain and inflated.decode() == text
+    assert plain["x-cache-status"] == "HIT"
 
 
 def test_json_and_html_variants_never_mix(public: Stack):

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from app.cache_refresh import SIMPLE_VARIANTS, changed_paths, endpoints, holds_key, index_lifetime, shared_key
 from app.catalog import View
-from app.catalog.records import DistFile, Project, make_view
+from app.catalog.catalog import UNKNOWN
+from app.catalog.records import DistFile, Project
 from app.settings import Settings
 
 
@@ -14,36 +15,56 @@ def dist(project: str, version: str, sha: str = "a" * 64, yanked: str | None = N
                     None, None, None, yanked)
 
 
-def view(*files: DistFile, serial: int = 1) -> View:
-    projects: dict[str, list[DistFile]] = {}
+def view(*files: DistFile, serial: int = 1) -> tuple[View, dict[str, Project]]:
+    grouped: dict[str, list[DistFile]] = {}
     for f in files:
-        projects.setdefault(f.project, []).append(f)
-    return make_view({name: Project.build(name, fs, {}) for name, fs in projects.items()}, serial)
+        grouped.setdefault(f.project, []).append(f)
+    projects = {name: Project.build(name, fs, {}) for name, fs in grouped.items()}
+    return View(tuple(sorted(projects)), serial), projects
+
+
+def paths(old: tuple[View, dict], new: tuple[View, dict], known: bool = True) -> list[str]:
+    """changed_paths for every project that differs (with its old state if ``known``)."""
+    (old_view, before), (new_view, after) = old, new
+    changes = [(name, before.get(name) if known else UNKNOWN)
+               for name in sorted(before.keys() | after.keys()) if before.get(name) is not after.get(name)]
+    return changed_paths(changes, old_view, new_view, after.get)
 
 
 def test_an_upload_to_a_new_project_refreshes_its_page_the_index_the_list_and_the_file():
     old = view(dist("a", "1.0"))
     new = view(dist("a", "1.0"), dist("b-c", "2.0"))
-    assert changed_paths(old, new) == ["/simple/b-c/", "/simple/", "/packages/",
+    assert paths(old, new) == ["/simple/b-c/", "/simple/", "/packages/",
                                        "/packages/b_c-2.0-py3-none-any.whl", "/packages/b_c-2.0-py3-none-any.whl.metadata"]
 
 
 def test_a_yank_refreshes_only_the_project_page():
     old = view(dist("a", "1.0"))
-    assert changed_paths(old, view(dist("a", "1.0", yanked="bad"))) == ["/simple/a/"]
+    assert paths(old, view(dist("a", "1.0", yanked="bad"))) == ["/simple/a/"]
 
 
 def test_other_bytes_under_the_same_name_refresh_the_file():
-    paths = changed_paths(view(dist("a", "1.0")), view(dist("a", "1.0", sha="b" * 64)))
-    assert "/packages/a-1.0-py3-none-any.whl" in paths and "/simple/" not in paths
+    changed = paths(view(dist("a", "1.0")), view(dist("a", "1.0", sha="b" * 64)))
+    assert "/packages/a-1.0-py3-none-any.whl" in changed and "/simple/" not in changed
 
 
 def test_a_reload_without_changes_refreshes_nothing():
-    assert changed_paths(view(dist("a", "1.0")), view(dist("a", "1.0"), serial=2)) == []
+    assert paths(view(dist("a", "1.0")), view(dist("a", "1.0"), serial=2)) == []
 
 
 def test_a_removed_project_leaves_the_index():
-    assert changed_paths(view(dist("a", "1.0"), dist("b", "1.0")), view(dist("b", "1.0")))[:2] == ["/simple/a/", "/simple/"]
+    assert paths(view(dist("a", "1.0"), dist("b", "1.0")), view(dist("b", "1.0")))[:2] == ["/simple/a/", "/simple/"]
+
+
+def test_a_project_this_worker_never_loaded_refreshes_its_pages_and_new_files():
+    old, new = view(dist("a", "1.0")), view(dist("a", "1.0"), dist("a", "2.0"))
+    changed = paths(old, new, known=False)
+    assert changed[0] == "/simple/a/" and "/packages/a-2.0-py3-none-any.whl" in changed and "/simple/" not in changed
+
+
+def test_a_worker_that_no_longer_knows_what_changed_refreshes_the_indexes():
+    assert changed_paths(None, view(dist("a", "1.0"))[0], view(dist("b", "1.0"), serial=2)[0], {}.get) == [
+        "/simple/", "/packages/"]
 
 
 def test_endpoints_default_to_the_local_nginx_and_can_be_off():

@@ -85,9 +85,8 @@ def tree(packages: Path) -> dict[str, Path]:
 def test_index_a_directory(packages, tree, closing):
     catalog = closing(open_catalog(packages))
     view = catalog.view
-    assert set(view.projects) == {"alpha", "beta-lib"}
     assert view.names == ("alpha", "beta-lib")
-    assert view.file_count == 5
+    assert catalog.file_count() == 5
     alpha = catalog.project("alpha")
     assert alpha.versions == ("1.0", "1.9", "1.10", "2.0b1")  # PEP 440 order
     assert alpha.latest == "1.10"  # a final release beats a newer pre-release
@@ -112,7 +111,7 @@ def test_index_a_directory(packages, tree, closing):
 
 def test_dot_folders_and_non_distributions_are_skipped(packages, tree, closing):
     catalog = closing(open_catalog(packages))
-    urls = set(catalog.view.by_url)
+    urls = set(catalog.relpaths())
     assert not any(part.startswith(".") for url in urls for part in url.split("/"))
     assert catalog.project("hidden") is None and catalog.project("hidden2") is None
     assert catalog.find("notes.txt") is None and catalog.find("broken-name.whl") is None
@@ -139,7 +138,7 @@ def test_hash_algo_adds_a_second_digest(packages, tree, closing):
 def test_state_dir_keeps_the_packages_directory_plain(tmp_path, packages, tree, closing):
     before = sorted(p.relative_to(packages) for p in packages.rglob("*"))
     catalog = closing(open_catalog(packages, state_dir=tmp_path / "state"))
-    assert catalog.view.file_count == 5
+    assert catalog.file_count() == 5
     assert (tmp_path / "state" / "catalog.sqlite3").exists()
     assert sorted(p.relative_to(packages) for p in packages.rglob("*")) == before
 
@@ -151,6 +150,7 @@ def test_restart_does_not_rehash(packages, tree, closing, watch):
     assert len(first.storage.hashed) == 5
     before = rows(first)
     view = first.view
+    first_projects = {name: first.project(name) for name in view.names}
     first.close()
 
     second = closing(open_catalog(packages, watch=watch, storage_class=CountingStorage))
@@ -160,7 +160,8 @@ def test_restart_does_not_rehash(packages, tree, closing, watch):
         time.sleep(0.3)
     assert second.storage.hashed == []
     assert rows(second) == before
-    assert second.view.projects == view.projects
+    assert second.view.names == view.names
+    assert all(second.project(name) == first_projects[name] for name in view.names)
 
 
 def test_restart_trusts_size_mtime_and_inode(packages, tree, closing):
@@ -210,7 +211,7 @@ def test_file_removed_while_stopped_is_gone_after_restart(packages, tree, closin
     catalog = closing(open_catalog(packages))
     assert catalog.find(tree["a2"].name) is None
     assert catalog.project("beta-lib") is None
-    assert catalog.view.file_count == 3
+    assert catalog.file_count() == 3
 
 
 def test_a_root_dropped_from_the_settings_is_forgotten(tmp_path, packages, tree, closing):
@@ -222,7 +223,7 @@ def test_a_root_dropped_from_the_settings_is_forgotten(tmp_path, packages, tree,
     both.close()
     one = closing(open_catalog(packages, state_dir=state))
     assert one.project("gamma") is None
-    assert one.view.file_count == 5
+    assert one.file_count() == 5
 
 
 def test_earlier_root_shadows_a_later_one(tmp_path, closing):
@@ -235,7 +236,7 @@ def test_earlier_root_shadows_a_later_one(tmp_path, closing):
     assert catalog.find(mine.name).summary == "first root"
     # The shadowed file is not listed either: its hash would describe bytes nobody can fetch.
     assert [f.summary for f in catalog.project("same").files] == ["first root"]
-    assert catalog.view.file_count == 1
+    assert catalog.file_count() == 1
 
 
 # --- changes made through the app ---------------------------------------------------------------
@@ -282,7 +283,7 @@ def test_files_added_and_removed_by_hand_are_followed(packages, tree, closing):
     wait_for(lambda: catalog.project("nested") is None, "a deleted directory's files disappear")
     tree["b1"].unlink()
     wait_for(lambda: catalog.project("beta-lib") is None, "a file deleted in a known subdirectory disappears")
-    assert catalog.view.file_count == 4
+    assert catalog.file_count() == 4
 
 
 def test_a_file_replaced_by_rename_is_redone_while_running(packages, tree, closing):
@@ -425,3 +426,56 @@ def test_processes_opening_a_new_catalog_at_once_all_succeed(tmp_path):
             worker.join(60)
         assert [worker.exitcode for worker in workers] == [0] * 5
         assert errors.empty(), errors.get()
+
+
+# --- an index larger than a worker's cache (issue 20: a million files) ---------------------------
+def test_an_index_within_the_cache_bound_is_held_whole(packages, tree, closing):
+    catalog = closing(open_catalog(packages))
+    assert catalog.holds_everything() and len(catalog.projects) == 2
+    catalog.record(make_wheel(packages, "gamma", "1.0").name)
+    assert catalog.holds_everything(), "a change keeps it whole (loaded at once, not at the next read)"
+
+
+def test_a_bounded_cache_loads_projects_on_demand_and_keeps_few(packages, tree, closing):
+    for n in range(6):
+        make_wheel(packages, f"extra-{n}", "1.0")
+    catalog = closing(open_catalog(packages, catalog_cache_files=3))
+    assert len(catalog.view.names) == 8 and not catalog.holds_everything()
+    assert len(catalog.projects) == 0, "nothing loaded until asked for"
+    for name in catalog.view.names:
+        project = catalog.project(name)
+        assert project is not None and project.name == name
+        assert catalog.projects.files <= 3 or len(catalog.projects) == 1
+    # every file is still found by its URL, through its project
+    assert catalog.find(tree["a1"].name).sha256 == hashlib.sha256(tree["a1"].read_bytes()).hexdigest()
+    assert catalog.find("team/beta/beta_lib-0.1-py3-none-any.whl") is not None
+    assert catalog.find("team/beta/beta_lib-9.9-py3-none-any.whl") is None
+    assert catalog.project("no-such-project") is None
+    # a change drops the stale copy; the next read has it
+    alpha = catalog.project("alpha")
+    dist = catalog.record(make_wheel(packages, "alpha", "3.0").name)
+    assert catalog.project("alpha") is not alpha and catalog.project("alpha").latest == "3.0"
+    catalog.set_yanked([dist], "bad")
+    assert catalog.find(dist.relpath).yanked == "bad"
+    assert catalog.file_count() == 5 + 6 + 1
+
+
+def test_a_load_that_raced_a_change_is_not_kept(packages, tree, closing):
+    catalog = closing(open_catalog(packages, catalog_cache_files=1))
+    generation = catalog.projects.generation
+    stale = catalog.projects.peek("alpha") or catalog.project("alpha")
+    catalog.projects.drop(["alpha"])
+    catalog.projects.put(stale, generation)  # loaded before the drop: must not come back
+    assert catalog.projects.peek("alpha") is None
+
+
+def test_reads_of_projects_not_in_memory_fail_cleanly_when_the_database_does(packages, tree, closing):
+    from app.catalog import CatalogUnavailable
+
+    catalog = closing(open_catalog(packages, catalog_cache_files=1))
+    assert catalog.project("alpha") is not None  # cached
+    catalog._local.conn.close()  # the database goes away under the worker
+    catalog.db = lambda: (_ for _ in ()).throw(sqlite3.OperationalError("unable to open database file"))
+    assert catalog.project("alpha") is not None, "what is in memory is still served"
+    with pytest.raises(CatalogUnavailable):
+        catalog.project("beta-lib")

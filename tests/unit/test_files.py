@@ -320,4 +320,4 @@ def test_nothing_outside_the_catalog_is_served(app, path, method):
 def test_state_directory_is_never_listed(app, packages):
     assert (packages / ".wharf" / "catalog.sqlite3").exists()
     catalog = app.config["wharf.catalog"]
-    assert not any(".wharf" in url or ".hidden" in url for url in catalog.view.by_url)
+    assert not any(".wharf" in url or ".hidden" in url for url in catalog.relpaths())

@@ -164,7 +164,8 @@ def test_content_types_and_vary(app, path, accept, query, content_type):
     status, headers, body = get(app, path, accept, query=query)
     assert status == 200
     assert headers["content-type"] == content_type
-    assert headers["vary"] == "Accept"
+    # The project index is kept compressed (a gzip copy or, for a client that takes none, inflated).
+    assert headers["vary"] == ("Accept, Accept-Encoding" if path == "/simple/" else "Accept")
     assert "max-age=1" in headers["cache-control"]
     assert headers["etag"].startswith('"')
     if content_type == JSON_V1:
@@ -308,7 +309,7 @@ def test_etag_and_304(app, path, accept):
     status, again, empty = get(app, path, accept, headers={"If-None-Match": etag})
     assert (status, empty) == (304, b"")
     assert again["etag"] == etag
-    assert again["vary"] == "Accept"
+    assert again["vary"] == headers["vary"]
     status, _h, _b = get(app, path, accept, headers={"If-None-Match": f'"nope", W/{etag}'})
     assert status == 304
     status, _h, again_body = get(app, path, accept, headers={"If-None-Match": '"something-else"'})
@@ -504,3 +505,19 @@ def test_health(app):
     assert headers["content-type"] == "application/json"
     data = json.loads(body)
     assert (data["status"], data["projects"], data["files"]) == ("ok", 3, 7)
+
+
+def test_the_project_index_is_served_gzip_to_clients_that_take_it(app):
+    import gzip
+
+    from app.simple_api import accepts_gzip
+
+    for accept in (None, JSON_V1):
+        plain_status, plain, body = get(app, "/simple/", accept)
+        status, headers, packed = get(app, "/simple/", accept, headers={"Accept-Encoding": "gzip, deflate"})
+        assert (plain_status, status) == (200, 200)
+        assert "content-encoding" not in plain and headers["content-encoding"] == "gzip"
+        assert gzip.decompress(packed) == body and b"foo-bar" in body
+        assert headers["etag"] == plain["etag"]
+    assert accepts_gzip("gzip") and accepts_gzip("br, gzip;q=0.5") and accepts_gzip("*")
+    assert not accepts_gzip("") and not accepts_gzip("identity") and not accepts_gzip("gzip;q=0")

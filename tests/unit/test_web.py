@@ -20,7 +20,7 @@ from app.storage import LocalStorage
 from app.web.details import human_size
 from app.web.readme import render_description
 from app.web.routes import PER_PAGE
-from app.web.search import SearchIndex
+from app.web.search import CurrentSearch
 from tests.support import call_wsgi, make_sdist, make_wheel
 
 BASIC = "Basic " + base64.b64encode(b"alice:secret").decode()
@@ -201,21 +201,25 @@ def test_search_matches_names_and_summaries_and_ranks_names_first(closing, packa
     make_wheel(packages, "my_requests_helper", "1.0", summary="Glue")
     make_wheel(packages, "zeta", "1.0", summary="Talks to requests-based services")
     catalog, view = _view(closing, settled(packages), tmp_path)
-    index = SearchIndex(view)
-    names = lambda q: [e.name for e in index.search(q)]  # noqa: E731
+    search = CurrentSearch(catalog)
+    index = search.index()
+    names = lambda q: [e.name for e in search.search(q)[:]]  # noqa: E731
     assert names("requests") == ["requests", "requests-toolbelt", "my-requests-helper", "zeta"]
     assert names("REQUESTS_TOOLBELT") == ["requests-toolbelt"]  # separators and case do not matter
     assert names("http client") == ["httpx"]  # every word must match, in name or summary
     assert names("humans") == ["requests"]
     assert names("nothing-like-this") == []
     assert len(names("")) == 5
-    # a new view reuses the entries of projects that did not change
-    settled(make_wheel(packages, "httpx", "0.28"))
+    # a new view updates the lines of projects that changed, and keeps the others
+    settled(make_wheel(packages, "httpx", "0.28", summary="An HTTP client, faster"))
+    settled(make_wheel(packages, "brand-new", "1.0", summary="fresh"))
     catalog.refresh()
     catalog.sync()
-    again = SearchIndex(catalog.view, index)
-    assert again.by_name["requests"] is index.by_name["requests"]
-    assert again.by_name["httpx"] is not index.by_name["httpx"] and again.by_name["httpx"].latest == "0.28"
+    again = search.index()
+    assert again is not index and again.names == ("brand-new", *index.names)
+    assert again.lines[again.names.index("requests")] is index.lines[index.names.index("requests")]
+    assert names("faster") == ["httpx"] and names("fresh") == ["brand-new"]
+    assert search.search("httpx")[0].latest == "0.28"
     catalog.close()
 
 
