@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sqlite3
 import statistics
 import subprocess
@@ -94,14 +95,21 @@ def linked_dataset(size: int) -> dataset.Dataset:
     state.mkdir(parents=True)
     catalog = Catalog(settings)
     start = time.monotonic()
-    # The template's row as the scanner makes it, read once (through a link under the root).
-    rows = {}
-    for template in made:
-        link = packages / template.name
-        os.link(template, link)
-        key = catalog.storage.stat_file(0, link.name)
-        rows[template.name] = read_file(catalog, 0, link.name, key)
-        link.unlink()
+    # Each template's row as the scanner makes it, read once per copy (through a link under
+    # the root); a file system allows ~65,000 links per inode, so each copy takes 50,000.
+    rows: dict[tuple[str, int], tuple] = {}
+
+    def linked(template: Path, copy: int) -> tuple[Path, tuple]:
+        source = templates / f"{copy}" / template.name
+        if (template.name, copy) not in rows:
+            source.parent.mkdir(exist_ok=True)
+            shutil.copyfile(template, source)
+            link = packages / template.name
+            os.link(source, link)
+            rows[template.name, copy] = read_file(catalog, 0, link.name, catalog.storage.stat_file(0, link.name))
+            link.unlink()
+        return source, rows[template.name, copy]
+
     conn = catalog.db()
     batch = []
     for index in range(data.projects):
@@ -110,12 +118,12 @@ def linked_dataset(size: int) -> dataset.Dataset:
         directory = dataset.bucket(index)
         (packages / directory).mkdir(exist_ok=True)
         for template in made:
+            source, template_row = linked(template, index // 50_000)
             filename = template.name.replace("bench_template", module)
             relpath = f"{directory}/{filename}"
-            os.link(template, packages / relpath)
-            row = list(rows[template.name])
+            os.link(source, packages / relpath)
+            row = list(template_row)
             row[1:5] = [relpath, directory, filename, name]
-            row[5] = rows[template.name][5]
             batch.append(tuple(row))
         if len(batch) >= 20_000 or index == data.projects - 1:
             with catalog.database.transaction(conn):

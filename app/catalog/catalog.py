@@ -39,7 +39,7 @@ from ..storage import Storage, storage_for
 from .database import FILE_COLUMNS, database_for
 from .project_cache import ProjectCache
 from .records import DistFile, Project, View, file_from_row
-from .scanner import Scanner, read_file, stalled_scanner, write_file
+from .scanner import OutOfTime, Scanner, read_file, stalled_scanner, write_file
 
 log = logging.getLogger("wharf.catalog")
 
@@ -56,10 +56,10 @@ class FileConflict(Exception):
 CATCH_UP_WAIT = 0.5
 # Longest a starting server waits for a first index of its storage before answering with
 # what is indexed so far (the rest shows as the scanner goes on).
-START_WAIT = 2.0
+START_WAIT = 1.0
 # How many recent changes (project, its state before) a worker remembers, for the nginx
 # refreshes of what changed between two views (cache_refresh.py).
-DELTAS_KEPT = 10_000
+DELTAS_KEPT = 2_000
 # Parsed versions kept for sorting; a new dict beyond this many distinct strings.
 VERSIONS_KEPT = 50_000
 # A project whose state before a change this worker never loaded.
@@ -160,17 +160,31 @@ class Catalog:
             conn.close()
             self._local.conn = None
 
-    def refresh(self) -> tuple[int, int]:
-        """Index now in this thread, unless a running server does; (projects, files) indexed."""
+    def refresh(self, within: float | None = None) -> tuple[int, int]:
+        """Index now in this thread, unless a running server does; (projects, files) indexed.
+
+        ``within`` seconds at most: then what is indexed so far is kept, and the rest
+        is left to a later sweep (a server's scanner).
+        """
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.db()
         if self._try_lead():
-            self._scanner.sweep()
+            self._scanner.deadline = None if within is None else time.monotonic() + within
+            try:
+                self._scanner.sweep()
+            except OutOfTime:
+                log.info("indexed part of the storage in %.1f s; the server indexes the rest", within)
+            finally:
+                self._scanner.deadline = None
         else:
             log.info("a running server is keeping the catalog of %s current", ", ".join(self.root_names))
-        placeholders = ",".join("?" * len(self.root_names))
+        return self.counts()
+
+    def counts(self) -> tuple[int, int]:
+        """(projects, files) the catalog's database holds now, indexed or not yet."""
+        self.state_dir.mkdir(parents=True, exist_ok=True)
         return tuple(self.db().execute(
-            f"SELECT count(DISTINCT project), count(*) FROM files WHERE root IN ({placeholders})", self.root_names,
+            f"SELECT count(DISTINCT project), count(*) FROM files WHERE {self._roots_sql()}", self.root_names,
         ).fetchone())
 
     def scanner_problem(self) -> str | None:
@@ -372,6 +386,8 @@ class Catalog:
             whole = self.holds_everything()
             for name in changed:
                 before = self.projects.peek(name)
+                if len(self._deltas) == self._deltas.maxlen:  # the oldest goes: ranges before it are unknown
+                    self._deltas_from = max(self._deltas_from, self._deltas[0][0])
                 self._deltas.append((serial, name, before if before is not None else UNKNOWN))
             self.projects.drop(changed)
             listed = set(self._listed_names(changed))

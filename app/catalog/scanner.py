@@ -104,6 +104,14 @@ def write_file(conn, row: tuple) -> str:
     return row[4]
 
 
+# Seconds between progress lines while files are being read.
+PROGRESS_EVERY = 5.0
+
+
+class OutOfTime(Exception):
+    """A sweep given a deadline ran past it (what it indexed so far is kept)."""
+
+
 class Scanner:
     """Keeps the database in step with the directories; runs only in the lock holder."""
 
@@ -114,6 +122,9 @@ class Scanner:
         self.dirs: dict[tuple[int, str], int] = {}  # known directories and their mtime_ns
         self.pending: set[tuple[int, str]] = set()  # directories with files still settling
         self.last_sweep = 0.0
+        self.indexed = 0  # files read (hashed, metadata) since this process became the scanner
+        self.deadline: float | None = None  # a sweep stops (OutOfTime) past this monotonic time
+        self._reported = time.monotonic()
 
     def beat(self, reading: str = "") -> None:
         """Tell other processes (their /health) that the scanner is alive, and what it reads."""
@@ -220,6 +231,8 @@ class Scanner:
         # Files are read in batches with no transaction open, then each batch is written in
         # one short transaction: a long hash never holds the database's write lock.
         for start in range(0, len(changed), BATCH):
+            if self.deadline is not None and time.monotonic() > self.deadline:
+                raise OutOfTime(f"indexed {self.indexed} files before the deadline")
             rows = []
             for relpath, key in changed[start:start + BATCH]:
                 if key.size >= NAMED_READ_BYTES:
@@ -238,6 +251,7 @@ class Scanner:
                 with self.transaction(conn):
                     for row in rows:
                         write_file(conn, row)
+                self._progress(len(rows))
             self.beat()
         if gone:
             with self.transaction(conn):
@@ -252,6 +266,15 @@ class Scanner:
                 self._reconcile(conn, root, sub, full=True)
         for sub in previous - set(listing.subdirs):
             self._forget_dir(conn, root, sub)
+
+    def _progress(self, count: int) -> None:
+        """Log how far a long index has come (a cold start of a million files takes a while;
+        the index answers meanwhile with what it has)."""
+        self.indexed += count
+        now = time.monotonic()
+        if now - self._reported >= PROGRESS_EVERY:
+            self._reported = now
+            log.info("indexing: %d files read so far", self.indexed)
 
     def _delete(self, conn, rootname: str, relpath: str) -> None:
         row = conn.execute("SELECT project FROM files WHERE root = ? AND relpath = ?", (rootname, relpath)).fetchone()

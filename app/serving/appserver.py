@@ -83,8 +83,32 @@ def index_now(settings: Settings) -> tuple[int, int]:
         catalog.close()
 
 
+# Seconds ``wharf serve`` spends indexing a never-indexed storage before it starts serving.
+FIRST_INDEX_WITHIN = 1.0
+
+
+def known_so_far(settings: Settings) -> tuple[int, int, bool]:
+    """(projects, files) the catalog holds, and whether its storage was ever indexed whole.
+
+    A storage never indexed is indexed first for up to FIRST_INDEX_WITHIN seconds (a small
+    one whole); the workers go on from there in the background.
+    """
+    catalog = Catalog(settings)
+    try:
+        catalog.state_dir.mkdir(parents=True, exist_ok=True)
+        if catalog.indexing():
+            catalog.refresh(within=FIRST_INDEX_WITHIN)
+        return (*catalog.counts(), not catalog.indexing())
+    finally:
+        catalog.close()
+
+
 def serve(settings: Settings, flag: Flag = wharf_flag, command: str = "wharf serve") -> None:
-    """Check the directories, index the packages, then run gunicorn in the foreground until stopped.
+    """Check the directories, then run gunicorn in the foreground until stopped.
+
+    The catalog is brought up to date by the workers, in the background: a restart on a
+    million files answers at once, and a first start answers within seconds with what is
+    indexed so far.
 
     ``flag`` spells a setting as the running command's option, for its messages.
     """
@@ -95,8 +119,9 @@ def serve(settings: Settings, flag: Flag = wharf_flag, command: str = "wharf ser
     configure_logging(settings)  # only now: a refusal to start leaves the process's logging alone
     for warning in filter(None, warnings):
         log.warning("%s", warning)
-    projects, files = index_now(settings)
-    log.info("serving %s (%s) from %s on http://%s:%d/", counted(projects, "project"), counted(files, "file"),
+    projects, files, complete = known_so_far(settings)
+    log.info("serving %s (%s%s) from %s on http://%s:%d/", counted(projects, "project"), counted(files, "file"),
+             "" if complete else " so far: indexing the rest in the background",
              ", ".join(str(p) for p in settings.packages), bracket_host(settings.host), settings.port)
     with tempfile.TemporaryDirectory(prefix="wharf-serve-") as directory:
         WharfServer(settings, write_gunicorn_config(settings, Path(directory))).run()

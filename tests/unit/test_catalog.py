@@ -479,3 +479,19 @@ def test_reads_of_projects_not_in_memory_fail_cleanly_when_the_database_does(pac
     assert catalog.project("alpha") is not None, "what is in memory is still served"
     with pytest.raises(CatalogUnavailable):
         catalog.project("beta-lib")
+
+
+def test_what_changed_between_two_views_is_known_until_it_is_forgotten(packages, tree, closing):
+    from collections import deque
+
+    catalog = closing(open_catalog(packages))
+    catalog._deltas = deque(maxlen=2)  # remember only the last two changes
+    start = catalog.view
+    catalog.record(make_wheel(packages, "alpha", "5.0").name)
+    after_one = catalog.view
+    assert [name for name, before in catalog.changes_between(start, after_one)] == ["alpha"]
+    assert catalog.changes_between(start, after_one)[0][1].versions[-1] == "2.0b1", "alpha as it was before"
+    catalog.record(make_wheel(packages, "beta-lib", "5.0").name)
+    catalog.record(make_wheel(packages, "gamma", "5.0").name)
+    assert catalog.changes_between(start, catalog.view) is None, "the first change was forgotten"
+    assert [n for n, _ in catalog.changes_between(after_one, catalog.view)] == ["beta-lib", "gamma"]
