@@ -42,7 +42,7 @@ from passlib.hash import bcrypt
 
 from app.serving import render
 from app.settings import Settings
-from tests.deploy.conftest import make_test_ca
+from tests.deploy.conftest import LocalCA, make_test_ca
 from tests.integration.test_publish import BOUNDARY, basic, form_body, upload_fields
 from tests.postgres import PostgresServer
 from tests.seaweed_cluster import SeaweedCluster
@@ -151,7 +151,8 @@ class LoadBalancer:
 @dataclasses.dataclass
 class Cluster:
     base: Path
-    ca: Path
+    ca: Path  # the CA file clients trust
+    tls: LocalCA
     postgres: PostgresServer
     store: SeaweedCluster
     bucket: str
@@ -197,7 +198,7 @@ def start_cluster(base: Path, nodes: int = 3, workers: int = 2) -> Cluster:
                 part.stop()
         postgres.remove()
         raise
-    return Cluster(base, ca.ca, postgres, store, bucket, app_nodes, lb)
+    return Cluster(base, ca.ca, ca, postgres, store, bucket, app_nodes, lb)
 
 
 # --- clients -------------------------------------------------------------------------------------
