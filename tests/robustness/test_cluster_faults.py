@@ -401,7 +401,7 @@ def test_a_node_killed_under_installs_and_uploads_loses_nothing(cluster: Cluster
     figures.record("cluster_node_killed", {
         "installs": len(installs), "installs_after_kill": len([i for i in installs if i[0] > killed_at]),
         "uploads_acknowledged": len(acknowledged), "uploads_while_down": len(down_uploads),
-        "upload_attempts_failed": len(bad)})
+        "upload_attempts_failed": len(bad), "seconds_down": round(restarted_at - killed_at, 1)})
 
 
 # --- b. a volume server dies ------------------------------------------------------------------------
