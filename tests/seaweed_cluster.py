@@ -112,6 +112,25 @@ class SeaweedCluster(SeaweedFS):
         return sum(len(rack.get("DataNodes") or ()) for dc in topology.get("DataCenters") or ()
                    for rack in dc.get("Racks") or ())
 
+    def volume_address(self, index: int) -> str:
+        return f"127.0.0.1:{self.volume_ports[index][0]}"
+
+    def volumes(self, collection: str) -> dict[int, dict[str, int]]:
+        """Volume id -> {volume server address: files in that copy}, for one collection (a bucket),
+        as the master last heard from the volume servers (its /vol/status)."""
+        import urllib.request
+
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.master_port}/vol/status", timeout=5) as r:
+            centres = json.load(r)["Volumes"].get("DataCenters") or {}
+        found: dict[int, dict[str, int]] = {}
+        for racks in centres.values():
+            for servers in racks.values():
+                for address, volumes in servers.items():
+                    for volume in volumes or ():
+                        if volume["Collection"] == collection:
+                            found.setdefault(volume["Id"], {})[address] = volume["FileCount"]
+        return found
+
     def wait_volumes(self, count: int, timeout: float = 60.0) -> None:
         """Until the master knows exactly ``count`` volume servers."""
         deadline = time.monotonic() + timeout

@@ -10,7 +10,8 @@ a. One node's whole process group is killed (kill -9) while 10 clients install w
    here), every acknowledged upload is listed and downloadable, the bucket holds exactly
    the listed files, nginx routed around the dead node; restarted, the node serves what
    was uploaded while it was down.
-b. A volume server is killed: downloads of files never fetched before and new uploads go on.
+b. A volume server is killed: downloads of files never fetched before, every file read by a node
+   from the store, and new uploads go on.
 c. PostgreSQL is stopped and started again under reads and writes: no read fails, writes get
    503 with Retry-After during the outage and change nothing, then succeed; no node restarts.
 d. An upload through node A is at once installable through nginx (its cached page was
@@ -411,12 +412,25 @@ def test_a_volume_server_killed_leaves_downloads_and_uploads_working(cluster: Cl
     for n, wheel in enumerate(before):
         status, _h, body = post_upload(cluster, lb, wheel, "flt-volume", f"1.{n}")
         assert status == 200, body
+    # Every volume of the bucket has two copies on two servers (001), and the server about to
+    # die holds copies with files in them: reads must find the other copy.
+    volumes = cluster.store.volumes(cluster.bucket)
+    assert volumes and all(len(copies) == 2 for copies in volumes.values()), volumes
+    victim = cluster.store.volume_address(0)
+    wait_until(lambda: any(copies.get(victim, 0) > 0 for copies in cluster.store.volumes(cluster.bucket).values()),
+               20, f"volume server {victim} holds no files of the bucket")
     cluster.store.kill_volume(0)
     try:
         # Never downloaded before: nginx has none of them cached, each comes from the store.
         for wheel in before:
             status, _h, body = request(cluster, f"{lb}/packages/{wheel.name}")
             assert status == 200 and body == wheel.read_bytes(), (status, body[:200])
+        # Every file in the bucket, some with a copy on the dead server, read from the store by a
+        # node itself (no nginx cache in between).
+        everything = all_listed(cluster, cluster.nodes[0].url)
+        for filename, digest in everything.items():
+            status, _h, body = request(cluster, f"{cluster.nodes[0].url}/packages/{filename}")
+            assert status == 200 and hashlib.sha256(body).hexdigest() == digest, (filename, status)
         after = [make_wheel(tmp_path / f"after-{n}", "flt-volume", f"2.{n}", padding=64 * 1024) for n in range(6)]
         for n, wheel in enumerate(after):
             status, _h, body = post_upload(cluster, lb, wheel, "flt-volume", f"2.{n}")
@@ -430,7 +444,8 @@ def test_a_volume_server_killed_leaves_downloads_and_uploads_working(cluster: Cl
         cluster.store.start_volume(0)
         cluster.store.wait_volumes(3)
     check_every_node_alive(cluster)
-    figures.record("cluster_volume_killed", {"downloads": 12, "uploads": 6})
+    figures.record("cluster_volume_killed", {"downloads_through_nginx": 12, "reads_by_a_node": len(everything),
+                                             "uploads": 6})
 
 
 # --- c. PostgreSQL restarts under load -------------------------------------------------------------
