@@ -252,7 +252,8 @@ def bucket_files(cluster: Cluster) -> set[str]:
     return {k for k in keys if not k.startswith(".")}  # .uploads/: multipart temporaries, never listed
 
 
-def pip_install(cluster: Cluster, home: Path, base_url: str, requirement: str, tool: str) -> subprocess.CompletedProcess:
+def pip_install(cluster: Cluster, home: Path, base_url: str, requirement: str,
+                tool: str) -> subprocess.CompletedProcess:
     """pip or uv, scrubbed, without retries of their own (a failed request fails the install)."""
     env = client_env(home, cluster.ca, UV_HTTP_RETRIES="0")
     target = home / f"target-{time.monotonic_ns()}"
