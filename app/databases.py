@@ -53,22 +53,34 @@ class PgConnection:
     def _sql(sql: str) -> str:
         return sql.replace("%", "%%").replace("?", "%s")
 
+    @contextlib.contextmanager
+    def _gone(self) -> Iterator[None]:
+        """A connection PostgreSQL dropped (a restart, a failover) is an outage, not a bug."""
+        import psycopg
+
+        try:
+            yield
+        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+            raise DatabaseUnavailable(f"PostgreSQL went away: {exc}") from exc
+
     def execute(self, sql: str, params: Sequence[Any] = ()):
-        return self.raw.execute(self._sql(sql), tuple(params) or None)
+        with self._gone():
+            return self.raw.execute(self._sql(sql), tuple(params) or None)
 
     def executemany(self, sql: str, rows) -> None:
         rows = list(rows)
         if not rows:
             return
-        with self.raw.cursor() as cursor:
+        with self._gone(), self.raw.cursor() as cursor:
             cursor.executemany(self._sql(sql), [tuple(r) for r in rows])
 
     def executescript(self, script: str) -> None:
-        self.raw.execute(script)
+        with self._gone():
+            self.raw.execute(script)
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[PgConnection]:
-        with self.raw.transaction():
+        with self._gone(), self.raw.transaction():
             yield self
 
     @property
