@@ -63,7 +63,7 @@ class Node(Wharf):
         return cmd, env
 
 
-def linked_dataset(size: int) -> dataset.Dataset:
+def linked_dataset(size: int, data_dir: Path = dataset.DATA_DIR) -> dataset.Dataset:
     """The tree layout of ``size`` files made of hard links to ten template distributions,
     with the catalog rows the scanner computes for them written directly (a million real
     files take hours to make on two busy cores; these take a minute or two). Every file
@@ -75,7 +75,7 @@ def linked_dataset(size: int) -> dataset.Dataset:
     from app.settings import Settings
     from tests.support import make_sdist, make_wheel
 
-    root = dataset.DATA_DIR / f"{size}-linked"
+    root = data_dir / f"{size}-linked"
     data = dataset.describe(size, root, tree=True)
     state = root / "state"
     done = state / "indexed.json"
@@ -343,6 +343,25 @@ def cold_start(data: dataset.Dataset, work: Path) -> dict:
         node.stop()
 
 
+def search_at(projects: int) -> dict:
+    """The web search's own cost over ``projects`` projects (in process: names and summaries
+    made up, as many as a million-file index with three files a project has)."""
+    from app.web.search import SearchIndex, _line
+
+    names = tuple(f"proj-{i:06d}" for i in range(projects))
+    index = SearchIndex(1, names, [_line(n, n.upper(), f"Package number {i} for tests") for i, n in enumerate(names)])
+    timings = {}
+    for label, query in (("one name", f"proj-{projects // 2:06d}"), ("prefix", "proj-0001"),
+                         ("every project", "package tests"), ("nothing", "zzzz-nothing")):
+        runs = []
+        for _ in range(5):
+            start = time.perf_counter()
+            found = index.search(query)
+            runs.append(time.perf_counter() - start)
+        timings[label] = {"ms": round(statistics.median(runs) * 1000, 1), "found": len(found)}
+    return {"projects": projects, "queries": timings}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="1000,100000,1000000")
@@ -350,6 +369,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=5.0)
     parser.add_argument("--out", type=Path, default=RESULTS / "million.json")
     parser.add_argument("--skip-cold", action="store_true")
+    parser.add_argument("--data", type=Path, default=dataset.DATA_DIR, help="where datasets are kept")
     parser.add_argument("--linked", default="1000000",
                         help="sizes made of hard links to templates, catalog written directly (see linked_dataset)")
     args = parser.parse_args(argv)
@@ -367,7 +387,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         linked = {int(s) for s in args.linked.split(",") if s}
         for size in sizes:
-            data = linked_dataset(size) if size in linked else dataset.ensure(size, tree=True)
+            data = linked_dataset(size, args.data) if size in linked else dataset.ensure(size, args.data, tree=True)
             results["indexing"][size] = index_once(data)
             print(f"{size}: indexed {results['indexing'][size]}", file=sys.stderr)
             for engine in engines:
@@ -376,9 +396,12 @@ def main(argv: list[str] | None = None) -> int:
                 print(json.dumps(run), file=sys.stderr)
                 args.out.parent.mkdir(parents=True, exist_ok=True)
                 args.out.write_text(json.dumps(results, indent=1))
+        results["search_330k"] = search_at(330_000)
+        print(json.dumps(results["search_330k"]), file=sys.stderr)
         if not args.skip_cold:
             largest = sizes[-1]
-            data = linked_dataset(largest) if largest in linked else dataset.ensure(largest, tree=True)
+            data = (linked_dataset(largest, args.data) if largest in linked
+                    else dataset.ensure(largest, args.data, tree=True))
             results["cold_start"] = cold_start(data, work)
             print(json.dumps(results["cold_start"]), file=sys.stderr)
     finally:

@@ -103,18 +103,15 @@ class SearchIndex:
         return SearchIndex(view.serial, tuple(names), lines)
 
     def _containing(self, term: str) -> tuple[set[int], set[int]]:
-        """Projects holding ``term`` anywhere, and those holding it in their name."""
+        """Projects holding ``term`` anywhere, and those holding it in their (normalized) name."""
+        lines, names = self.lines, self.names
+        normalized = _SEPARATORS.sub("-", term)
         found: set[int] = set()
-        in_name: set[int] = set()
-        lines = self.lines
-        for variant in {term, _SEPARATORS.sub("-", term)}:
-            if not variant.strip("-"):
-                continue
-            hits = [i for i, line in enumerate(lines) if variant in line]
-            found.update(hits)
-            # Names come first in a line, up to the first space.
-            in_name.update(i for i in hits if lines[i].find(variant) < lines[i].find(" "))
-        return found, in_name
+        for variant in {term, normalized}:
+            if variant.strip("-"):
+                found.update([i for i, line in enumerate(lines) if variant in line])
+        in_name = {i for i, name in enumerate(names) if normalized in name} if normalized.strip("-") else set()
+        return found, in_name & found
 
     def search(self, query: str) -> Sequence[str]:
         """Names of the projects whose name or summary holds every word of ``query``, best first.

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -60,3 +61,22 @@ def test_benchmark_runs_at_the_smallest_size(tmp_path: Path):
         assert (out / "throughput.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     else:
         assert "matplotlib is not installed" in markdown
+
+
+def test_the_million_files_benchmark_runs_at_a_small_size(tmp_path: Path):
+    """bench/million.py end to end on 300 files, both catalogs: every figure is there."""
+    out = tmp_path / "million.json"
+    cmd = [sys.executable, "-m", "bench.million", "--sizes", "300", "--linked", "300", "--engines", "sqlite,postgresql",
+           "--duration", "1", "--data", str(tmp_path / "data"), "--out", str(out)]
+    run = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=1100,
+                         env={**os.environ, "BENCH_WORK": str(tmp_path / "work")})
+    assert run.returncode == 0, run.stderr[-4000:]
+    results = json.loads(out.read_text())
+    assert [(r["size"], r["engine"]) for r in results["runs"]] == [(300, "sqlite"), (300, "postgresql")]
+    for r in results["runs"]:
+        assert all(r["direct"][k]["rps"] > 0 and not r["direct"][k]["errors"] for k in ("html", "json", "metadata", "download"))
+        assert all(r["nginx"][k]["rps"] > 0 for k in ("html", "json", "metadata", "download"))
+        assert r["upload"]["status"] == 200 and r["upload"]["listed_after_200_s"] is not None
+        assert r["hand_drop_visible_s"] is not None and r["simple_index"]["gzip_bytes"] > 0
+        assert len(r["memory"]["workers_mib"]) == 2 and "seconds" in r["sweep"]
+    assert results["cold_start"]["health_then"]["status"] == "ok"
