@@ -20,7 +20,7 @@ from pathlib import Path
 
 import jinja2
 
-from tests.support import ROOT, free_port, stop_process
+from tests.support import ROOT, free_port, free_port_pair, stop_process
 
 BENCH = Path(__file__).resolve().parent
 PYPISERVER_VENV = BENCH / ".venv-pypiserver"
@@ -296,6 +296,8 @@ class DeployedNginx(Nginx):
 
         self.name = name
         Server.__init__(self, workdir)
+        self.port = free_port_pair()  # nginx takes refreshes on the next port
+        self.url = f"https://127.0.0.1:{self.port}"
         root = workdir / f"{name}-stack"
         if root.exists():
             shutil.rmtree(root)

@@ -25,7 +25,7 @@ import pytest
 
 from app.auth import set_password
 from app.simple_api import JSON_V1, negotiate
-from tests.support import ROOT, client_env, free_port, make_wheel, stop_process
+from tests.support import ROOT, client_env, free_port, free_port_pair, make_wheel, stop_process
 
 from .conftest import LocalCA
 from .test_render import needs_nginx
@@ -43,7 +43,7 @@ class Stack:
 
     def __init__(self, root: Path, *args: str, ca: Path | None = None, env: dict[str, str] | None = None):
         self.root = root
-        self.https_port, self.http_port, self.app_port = free_port(), free_port(), free_port()
+        self.https_port, self.http_port, self.app_port = free_port_pair(), free_port(), free_port()
         self.url = f"https://127.0.0.1:{self.https_port}"
         self.log_path = root.parent / f"{root.name}.log"
         self._log = open(self.log_path, "wb")

@@ -26,7 +26,7 @@ from app.serving.stack import stack_settings
 from app.settings import Settings
 from tests.deploy.test_render import NGINX
 from tests.deploy.test_stack import PIP_ACCEPT, Stack, run_client
-from tests.support import free_port, make_wheel, stop_process
+from tests.support import free_port, free_port_pair, make_wheel, stop_process
 
 from .harness import PASSWORD, Client, basic, form
 
@@ -42,7 +42,7 @@ class SecondNginx:
     """Another nginx in front of the stack's app servers, from the same templates."""
 
     def __init__(self, stack: Stack, root: Path, refresh_port: int):
-        self.https_port = free_port()
+        self.https_port = free_port_pair()
         base = Settings(app_servers=(f"127.0.0.1:{stack.app_port}",), https_port=self.https_port,
                         http_port=free_port(), refresh_listen=f"127.0.0.1:{refresh_port}",
                         tls_cert=stack.root / "tls" / "server.crt", tls_key=stack.root / "tls" / "server.key")
