@@ -602,7 +602,7 @@ class Catalog:
         if old.serial < self._deltas_from:
             return None
         first: dict[str, object] = {}
-        for serial, name, before in self._deltas:
+        for serial, name, before in list(self._deltas):  # (a copy: the watcher may be appending)
             if old.serial < serial <= new.serial and name not in first:
                 first[name] = before
         return list(first.items())
