@@ -583,10 +583,12 @@ class Catalog:
     def recent(self, count: int) -> list[Project]:
         """The ``count`` projects with the newest uploads, newest first."""
         seen: list[str] = []
-        rows = self.db().execute(f"SELECT project FROM files WHERE {self._roots_sql()} ORDER BY upload_time DESC"
-                                 " LIMIT ?", (*self.root_names, count * 20))
-        for (name,) in rows:
-            if name not in seen:
+        # Newest first along the upload_time index (a filter on root would make the planner
+        # sort every row instead); a row of a root no longer served is skipped here.
+        roots = set(self.root_names)
+        rows = self.db().execute("SELECT project, root FROM files ORDER BY upload_time DESC LIMIT ?", (count * 50,))
+        for name, root in rows:
+            if root in roots and name not in seen:
                 seen.append(name)
                 if len(seen) == count:
                     break
