@@ -15,7 +15,11 @@ WHARF_COMPONENTS: ``app`` runs gunicorn alone (steps 2 and 3 for gunicorn; no
 certificate, no nginx), after waiting for a PostgreSQL database_url to accept
 connections, since a compose file starts the database and the app servers together;
 ``proxy`` runs nginx alone in front of WHARF_APP_SERVERS (steps 1 and 3 for nginx). A
-proxy for object storage fetches files from the store by host name (site.conf's /_s3/),
+cluster's app servers must hold the same keys (nginx's refresh key, the upload-token key;
+each keeps them in its own state directory): with a volume shared by them mounted at
+/etc/wharf/keys, the first app server makes the keys there and every app server copies
+them into its state directory at start. A proxy for object storage fetches files from
+the store by host name (site.conf's /_s3/),
 so without WHARF_RESOLVER it uses the name servers the container runtime wrote into
 /etc/resolv.conf (Docker's 127.0.0.11, podman's network gateway).
 """
@@ -33,6 +37,7 @@ from pathlib import Path
 
 from passlib.apache import HtpasswdFile
 
+from ..atomic import shared_secret, write_file
 from ..auth import set_password
 from ..settings import Settings
 from . import render
@@ -47,6 +52,10 @@ CLIENT_CA_COPY = "wharf-ca.crt"
 # then get 503 until the database answers).
 DATABASE_WAIT = 120.0
 RESOLV_CONF = Path("/etc/resolv.conf")
+# The secrets every app server of a cluster must hold alike, as the app names them in its
+# state directory (cache_refresh.KEY_FILE, tokens' key), and where a shared volume brings them.
+SHARED_KEYS = ("nginx-refresh.key", "token-secret")
+KEYS_DIR = Path("/etc/wharf/keys")
 
 
 def log(message: str) -> None:
@@ -207,6 +216,32 @@ def wait_for_database(settings: Settings, timeout: float = DATABASE_WAIT) -> boo
             time.sleep(1)
 
 
+def share_keys(settings: Settings, keys_dir: Path = KEYS_DIR) -> None:
+    """The app servers' common keys, made once in ``keys_dir`` and copied into this one's state directory.
+
+    ``shared_secret`` makes each key race-free, so app servers starting together agree on
+    the first one made. A state directory's own, different key is replaced (said in the log).
+    """
+    if not os.access(keys_dir, os.W_OK | os.X_OK) and not all((keys_dir / n).is_file() for n in SHARED_KEYS):
+        raise SetupError(f"cannot make the app servers' keys in {keys_dir} as uid {_uid()}: "
+                         f"make the keys volume writable by {_IMAGE_UID}")
+    state = Path(settings.state_path)
+    for name in SHARED_KEYS:
+        value = shared_secret(keys_dir / name)
+        target = state / name
+        try:
+            current: str | None = target.read_text().strip()
+        except FileNotFoundError:
+            current = None
+        if current == value:
+            continue
+        state.mkdir(parents=True, exist_ok=True)
+        write_file(target, (value + "\n").encode(), mode=0o600)
+        if current is not None:
+            log(f"replaced {target} with the app servers' shared key from {keys_dir}")
+    log(f"using the app servers' shared keys in {keys_dir}")
+
+
 def _prepare_app(settings: Settings) -> Path:
     """gunicorn's and supervisord's configs alone (an app container runs no nginx)."""
     for directory in (settings.log_dir, settings.run_dir, *settings.packages):
@@ -228,6 +263,8 @@ def start(settings: Settings) -> None:
             settings = dataclasses.replace(settings, resolver=runtime_resolver())
     if app:
         ensure_users(settings, os.environ)
+        if os.path.ismount(KEYS_DIR):  # a volume the app servers share; else each keeps its own keys
+            share_keys(settings)
     # The servers have no use for the first password.
     os.environ.pop("WHARF_FIRST_PASSWORD", None)
     if proxy:

