@@ -19,9 +19,9 @@ cluster's app servers must hold the same keys (nginx's refresh key, the upload-t
 each keeps them in its own state directory): with a volume shared by them mounted at
 /etc/wharf/keys, the first app server makes the keys there and every app server copies
 them into its state directory at start. A proxy for object storage fetches files from
-the store by host name (site.conf's /_s3/),
-so without WHARF_RESOLVER it uses the name servers the container runtime wrote into
-/etc/resolv.conf (Docker's 127.0.0.11, podman's network gateway).
+the store by host name (site.conf's /_s3/), so without WHARF_RESOLVER it asks the name
+server the container runtime wrote first into /etc/resolv.conf (Docker's 127.0.0.11,
+podman's network gateway).
 """
 
 from __future__ import annotations
@@ -207,7 +207,8 @@ def wait_for_database(settings: Settings, timeout: float = DATABASE_WAIT) -> boo
             return True
         except psycopg.OperationalError as exc:
             if time.monotonic() > deadline:
-                log(f"warning: PostgreSQL at {name} still refuses ({str(exc).strip().splitlines()[-1]}); "
+                reason = (str(exc).strip().splitlines() or [type(exc).__name__])[-1]
+                log(f"warning: PostgreSQL at {name} still refuses ({reason}); "
                     "starting anyway: requests get 503 until it answers")
                 return False
             if not said:
