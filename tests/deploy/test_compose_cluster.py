@@ -108,6 +108,7 @@ class Cluster:
 
     def up(self) -> None:
         """``up -d`` and wait until the index answers through nginx with the proxy's CA."""
+        started = time.monotonic()
         self.compose("up", "-d", "--no-build", timeout=600)
         proxy = self.container("proxy")
         deadline = time.monotonic() + 180
@@ -117,6 +118,7 @@ class Cluster:
                 try:
                     status, _, body = self.get("/health")
                     if status == 200:
+                        print(f"compose up to a healthy index: {time.monotonic() - started:.1f} s")
                         return
                     last = f"/health answered {status}: {body[:300]!r}"
                 except OSError as exc:
