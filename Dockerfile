@@ -55,7 +55,7 @@ ARG WHARF_UID=10001
 RUN groupadd --system --gid "${WHARF_UID}" wharf \
  && useradd --system --uid "${WHARF_UID}" --gid wharf --home-dir /data --no-create-home \
         --shell /usr/sbin/nologin wharf \
- && mkdir -p /data/packages /data/users /etc/wharf/tls /run/wharf /var/cache/wharf /var/log/wharf \
+ && mkdir -p /data/packages /data/users /etc/wharf/tls /etc/wharf/keys /run/wharf /var/cache/wharf /var/log/wharf \
  && chown -R wharf:wharf /data /etc/wharf /run/wharf /var/cache/wharf /var/log/wharf \
         /var/lib/nginx /var/log/nginx
 

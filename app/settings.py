@@ -25,6 +25,8 @@ from typing import Any
 ENV_PREFIX = "WHARF_"
 
 ACTIONS = ("update", "download", "list")
+# The parts of the stack one server may run (the ``components`` setting).
+COMPONENTS = ("app", "proxy")
 
 
 def _path_tuple(*items: str) -> tuple[Path, ...]:
@@ -117,6 +119,7 @@ class Settings:
     python: str = field(default="python3", metadata={"help": "Python interpreter with Wharf installed; supervisord runs gunicorn with it."})
     nginx_path: str = field(default="/usr/sbin/nginx", metadata={"help": "The nginx binary, when supervisord runs nginx too."})
     run_user: str = field(default="", metadata={"help": "System user supervisord runs gunicorn as; empty means supervisord's own user."})
+    components: tuple[str, ...] = field(default=("app", "proxy"), metadata={"help": "The parts of the stack this server (or container) runs: app (gunicorn) and/or proxy (nginx: TLS, the cache, the load balancer). A cluster runs several app servers and one proxy whose app_servers names them (docs/cluster.md)."})
     supervise_nginx: bool = field(default=False, metadata={"help": "Run nginx under supervisord as well (containers, wharf stack); off when nginx is a system service."})
     ocsp_stapling: bool = field(default=True, metadata={"help": "Staple OCSP responses (nginx ignores it, with a warning, for certificates without an OCSP URL)."})
     tls_chain: Path | None = field(default=None, metadata={"help": "Issuer and root certificates (PEM) that verify stapled OCSP responses; empty means none."})
@@ -175,6 +178,10 @@ class Settings:
             raise ValueError(f"upstream_allow_early takes name==version, not {', '.join(bad_pins)}")
         if self.storage_url and not re.fullmatch(r"s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?", self.storage_url):
             raise ValueError("storage_url must be empty (the packages directories) or s3://BUCKET/PREFIX")
+        bad = [c for c in self.components if c not in COMPONENTS]
+        if bad or not self.components:
+            raise ValueError(f"components must name one or both of {', '.join(COMPONENTS)}"
+                             + (f", not {', '.join(bad)}" if bad else ""))
         if self.hash_algo not in HASH_ALGOS:
             raise ValueError(f"hash_algo must be one of {', '.join(HASH_ALGOS)}")
         if self.authenticate and not self.password_file:
