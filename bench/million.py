@@ -308,10 +308,11 @@ def measure(size: int, engine: str, data: dataset.Dataset, work: Path, args, pos
                                   "total_ms": round(statistics.median(w[1] for w in warm) * 1000, 1),
                                   "rps": wrk(node.url + "/simple/", args.duration, {"Accept-Encoding": "gzip"})["rps"]}
         # Change: an upload of a new project, and a file dropped into a directory by hand.
-        wheel = make_wheel(work / f"new-{size}-{engine}", f"fresh-{engine}-{size}", "1.0")
+        fresh = f"fresh-{engine}-{size}-{time.time_ns()}"  # a new project each run
+        wheel = make_wheel(work / fresh, fresh, "1.0")
         started = time.monotonic()
-        status = upload(node.url, wheel, f"fresh-{engine}-{size}", "1.0")
-        shown = visible(f"{node.url}/simple/fresh-{engine}-{size}/", wheel.name)
+        status = upload(node.url, wheel, fresh, "1.0")
+        shown = visible(f"{node.url}/simple/{fresh}/", wheel.name)
         result["upload"] = {"status": status, "to_listed_s": round(time.monotonic() - started, 3),
                             "listed_after_200_s": shown}
         first, _, _, _ = timed_get(node.url + "/simple/", {"Accept-Encoding": "gzip"})
@@ -338,6 +339,47 @@ def measure(size: int, engine: str, data: dataset.Dataset, work: Path, args, pos
         node.stop()
     result["sweep"] = sweep_cost(data, state, {k: v for k, v in extra.items() if k == "WHARF_DATABASE_URL"})
     return result
+
+
+def compare(datasets: list[dataset.Dataset], engine: str, work: Path, duration: float, rounds: int,
+            postgres) -> dict:
+    """Every size's node running at once, wrk on each in turn (a, b, a, b, ...), the best
+    round kept: background load slows a round, never speeds one, and hits every size alike."""
+    nodes = []
+    try:
+        for data in datasets:
+            extra = {"WHARF_CACHE_REFRESH": "off"}
+            state = data.root / "state"
+            if engine == "postgresql":
+                url = postgres.new_database()
+                fill_postgres(data.root / "state", url, [str(data.packages)])
+                extra["WHARF_DATABASE_URL"] = url
+                state = work / f"compare-{data.size}-pg"
+            node = Node(work, data.packages, state, extra)
+            node.start(f"/simple/{data.project}/", timeout=1800)
+            nodes.append((data, node))
+        for _data, node in nodes:
+            settle(node)
+        kinds = {"html": lambda d: (f"/simple/{d.project}/", {"Accept": "text/html"}),
+                 "json": lambda d: (f"/simple/{d.project}/", {"Accept": JSON_ACCEPT}),
+                 "metadata": lambda d: (f"/packages/{d.download}.metadata", {}),
+                 "download": lambda d: (f"/packages/{d.download}", {})}
+        best: dict[int, dict[str, dict]] = {data.size: {} for data, _ in nodes}
+        for _ in range(rounds):
+            for kind, where in kinds.items():
+                for data, node in nodes:
+                    path, headers = where(data)
+                    run = wrk(node.url + path, duration, headers)
+                    kept = best[data.size].get(kind)
+                    if kept is None or run["rps"] > kept["rps"]:
+                        best[data.size][kind] = run
+        smallest = datasets[0].size
+        ratios = {size: {kind: round(runs[kind]["rps"] / best[smallest][kind]["rps"], 2) for kind in kinds}
+                  for size, runs in best.items()}
+        return {"engine": engine, "rounds": rounds, "best": best, "ratio_to_smallest": ratios}
+    finally:
+        for _data, node in nodes:
+            node.stop()
 
 
 def cold_start(data: dataset.Dataset, work: Path) -> dict:
@@ -382,6 +424,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=5.0)
     parser.add_argument("--out", type=Path, default=RESULTS / "million.json")
     parser.add_argument("--skip-cold", action="store_true")
+    parser.add_argument("--compare-only", action="store_true", help="only the side-by-side throughput runs")
+    parser.add_argument("--compare-rounds", type=int, default=3,
+                        help="interleaved rounds of the side-by-side throughput comparison (0: none)")
     parser.add_argument("--data", type=Path, default=dataset.DATA_DIR, help="where datasets are kept")
     parser.add_argument("--linked", default="1000000",
                         help="sizes made of hard links to templates, catalog written directly (see linked_dataset)")
@@ -403,12 +448,19 @@ def main(argv: list[str] | None = None) -> int:
             data = linked_dataset(size, args.data) if size in linked else dataset.ensure(size, args.data, tree=True)
             results["indexing"][size] = index_once(data)
             print(f"{size}: indexed {results['indexing'][size]}", file=sys.stderr)
-            for engine in engines:
+            for engine in engines if not args.compare_only else ():
                 run = measure(size, engine, data, work, args, postgres)
                 results["runs"].append(run)
                 print(json.dumps(run), file=sys.stderr)
                 args.out.parent.mkdir(parents=True, exist_ok=True)
                 args.out.write_text(json.dumps(results, indent=1))
+        if args.compare_rounds:
+            datasets = [linked_dataset(size, args.data) if size in linked else dataset.ensure(size, args.data, tree=True)
+                        for size in sizes]
+            results["compare"] = [compare(datasets, engine, work, args.duration, args.compare_rounds, postgres)
+                                  for engine in engines]
+            for comparison in results["compare"]:
+                print(json.dumps({comparison["engine"]: comparison["ratio_to_smallest"]}), file=sys.stderr)
         results["search_330k"] = search_at(330_000)
         print(json.dumps(results["search_330k"]), file=sys.stderr)
         if not args.skip_cold:
