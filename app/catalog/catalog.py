@@ -155,6 +155,10 @@ class Catalog:
             self._thread.join(timeout=5)
         self._release()
         self.database.close()
+        self.close_connection()
+
+    def close_connection(self) -> None:
+        """Close this thread's connection to the database (a helper thread that is done)."""
         conn = getattr(self._local, "conn", None)
         if conn is not None:
             conn.close()

@@ -58,6 +58,7 @@ def register(app: Bottle, settings: Settings, catalog: Catalog, access: Access,
     pages = Pages(templates, assets, private)
     details = ProjectPages(catalog)
     search = CurrentSearch(catalog)
+    search.prepare_in_background()
 
     def urls() -> dict[str, str]:
         return {

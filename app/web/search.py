@@ -8,12 +8,15 @@ upload costs one line, not 330,000.
 from __future__ import annotations
 
 import bisect
+import logging
 import re
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ..catalog import Catalog, Project, View
+
+log = logging.getLogger("wharf.web")
 
 # How many recently updated projects the home page lists.
 RECENT = 8
@@ -170,6 +173,23 @@ class CurrentSearch:
                     current = current.updated(self.catalog, view, [name for name, _before in changes])
                 self._index, self._view = current, view
             return current
+
+    def prepare_in_background(self) -> None:
+        """Build the index now, in a thread of its own, when the catalog is large: its first
+        build reads every file's row (about a second at a million files), which the first
+        visitor of the project list should not wait for. A small index is built on first use."""
+        if self.catalog.holds_everything():
+            return
+
+        def build() -> None:
+            try:
+                self.index()
+            except Exception as exc:  # noqa: BLE001 (the database may be away: the first search builds it)
+                log.info("search index not prepared: %s", exc)
+            finally:
+                self.catalog.close_connection()
+
+        threading.Thread(target=build, name="wharf-search", daemon=True).start()
 
     def search(self, query: str) -> Results:
         return Results(self.catalog, self.index().search(query))

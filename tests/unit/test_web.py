@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import html.parser
 import os
 import re
@@ -192,6 +193,24 @@ def _view(closing, packages: Path, tmp_path: Path) -> tuple[Catalog, View]:
     settings = Settings.from_env({}, packages=(packages,), state_dir=tmp_path / "state")
     catalog = closing(Catalog(settings, LocalStorage(settings.packages)).open())
     return catalog, catalog.view
+
+
+def test_a_large_catalog_prepares_its_search_in_the_background(closing, packages: Path, tmp_path: Path):
+    for n in range(4):
+        make_wheel(packages, f"big-{n}", "1.0", summary=f"number {n}")
+    settings = Settings.from_env({}, packages=(settled(packages),), state_dir=tmp_path / "state", catalog_cache_files=2)
+    catalog = closing(Catalog(settings, LocalStorage(settings.packages)).open())
+    small = CurrentSearch(closing(Catalog(dataclasses.replace(settings, catalog_cache_files=50_000),
+                                          LocalStorage(settings.packages)).open()))
+    small.prepare_in_background()
+    search = CurrentSearch(catalog)
+    search.prepare_in_background()
+    deadline = time.monotonic() + 10
+    while search._index is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert search._index is not None and search._index.names == tuple(f"big-{n}" for n in range(4))
+    assert small._index is None, "a catalog held whole builds its search on first use"
+    assert [e.name for e in search.search("number 2")[:]] == ["big-2"]
 
 
 def test_search_matches_names_and_summaries_and_ranks_names_first(closing, packages: Path, tmp_path: Path):
