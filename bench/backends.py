@@ -93,7 +93,8 @@ class StackRun:
         self.log_path = root.parent / f"{root.name}.log"
         self.extra: list[int] = []  # processes beside the stack this backend needs (PostgreSQL, SeaweedFS)
 
-    def start(self, timeout: float = 120.0) -> StackRun:
+    def start(self, timeout: float = 1800.0) -> StackRun:
+        """Start and wait until the app and nginx answer /health (a cold catalog is built first)."""
         cmd = [sys.executable, "-m", "app", "stack", str(self.root), "--https-port", str(self.https_port),
                "--http-port", str(self.http_port), "--port", str(self.app_port), "--workers", "2",
                *self.args]
