@@ -297,6 +297,12 @@ def run_size(size: int, args: argparse.Namespace, work: Path) -> dict:
     return result
 
 
+def cpu(figures: dict) -> str:
+    """CPU time per request of every process of a stack in its best round, in µs."""
+    parts = figures.get("cpu_us_per_request") or {}
+    return f"{sum(parts.values()):,.0f}" if parts else "?"
+
+
 def markdown(results: dict) -> str:
     s = results["settings"]
     lines = [f"# S3 + PostgreSQL against local storage + SQLite ({results['generated']})", "",
@@ -308,7 +314,7 @@ def markdown(results: dict) -> str:
         d = figures["dataset"]
         lines += [f"## {int(size):,} files ({d['projects']:,} projects; page of `{d['project']}`)", "",
                   "| route | URL | local+SQLite req/s | p50 / p99 ms | S3+PG req/s | p50 / p99 ms | S3+PG / local |"
-                  " app CPU µs/req local / S3+PG |",
+                  " CPU µs/req local / S3+PG (app + nginx + store) |",
                   "|---|---|---:|---:|---:|---:|---:|---:|"]
         for route, by_endpoint in figures["load"].items():
             for endpoint, f in by_endpoint.items():
@@ -318,7 +324,7 @@ def markdown(results: dict) -> str:
                 lines.append(
                     f"| {route} | {endpoint} | {a['rps']:,.0f} | {a['p50_ms']:.1f} / {a['p99_ms']:.1f} "
                     f"| {b['rps']:,.0f} | {b['p50_ms']:.1f} / {b['p99_ms']:.1f} "
-                    f"| {ratio:.2f}{mark} | {a['min_app_cpu_us_per_request']} / {b['min_app_cpu_us_per_request']} |")
+                    f"| {ratio:.2f}{mark} | {cpu(a)} / {cpu(b)} |")
         lines.append("")
         memory = figures.get("memory_mib")
         if memory:
@@ -343,7 +349,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", action="store_true", help="also sample each stack's workers with py-spy")
     parser.add_argument("--data", type=Path, default=dataset.DATA_DIR, help="dataset cache")
     parser.add_argument("--out", type=Path, default=RESULTS, help="where backends.json and backends.md go")
+    parser.add_argument("--render", type=Path, metavar="JSON", help="only write backends.md again from a backends.json")
     args = parser.parse_args(argv)
+    if args.render:
+        (args.render.parent / "backends.md").write_text(markdown(json.loads(args.render.read_text())))
+        return 0
     sizes = [int(s) for s in args.files.split(",") if s]
     if not have_wrk():
         parser.error("wrk is not installed (apt-get install wrk)")
