@@ -254,6 +254,14 @@ def run_size(size: int, args: argparse.Namespace, work: Path) -> dict:
     try:
         stacks = start_backends(size, data, work, keep)
         result["bytes"] = check_answers(stacks, paths)
+        # What each costs with no requests at all (the scanner: a stat per directory, or a
+        # LIST of the bucket's folder every s3_list_interval; journal polling).
+        before = {name: stack.cpu() for name, stack in stacks.items()}
+        time.sleep(args.idle)
+        result["idle_cpu_pct"] = {name: {part: round(100 * (seconds - before[name][part]) / args.idle, 2)
+                                         for part, seconds in stack.cpu().items()}
+                                  for name, stack in stacks.items()}
+        log(f"idle CPU (% of a core) over {args.idle:g}s: {result['idle_cpu_pct']}")
         runs = {route: {e: {b: [] for b in stacks} for e in paths} for route in ROUTES}
         log(f"load: {len(ROUTES)} routes x {len(paths)} URLs x {len(stacks)} backends x {args.repeats} rounds"
             f" x {args.duration:g}s")
@@ -326,6 +334,11 @@ def markdown(results: dict) -> str:
                     f"| {b['rps']:,.0f} | {b['p50_ms']:.1f} / {b['p99_ms']:.1f} "
                     f"| {ratio:.2f}{mark} | {cpu(a)} / {cpu(b)} |")
         lines.append("")
+        idle = figures.get("idle_cpu_pct")
+        if idle:
+            lines += [f"Idle CPU, % of a core, over {s.get('idle_s', '?')} s without requests: " + "; ".join(
+                f"{BACKENDS[name]}: " + ", ".join(f"{part} {pct}" for part, pct in parts.items())
+                for name, parts in idle.items()), ""]
         memory = figures.get("memory_mib")
         if memory:
             lines += ["Resident memory after the run (MiB): " + "; ".join(
@@ -346,6 +359,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per wrk run")
     parser.add_argument("--repeats", type=int, default=2, help="interleaved rounds (the best is kept)")
     parser.add_argument("--connections", type=int, default=8, help="wrk connections (one wrk thread)")
+    parser.add_argument("--idle", type=float, default=30.0, help="seconds of no load to measure idle CPU over")
     parser.add_argument("--profile", action="store_true", help="also sample each stack's workers with py-spy")
     parser.add_argument("--data", type=Path, default=dataset.DATA_DIR, help="dataset cache")
     parser.add_argument("--out", type=Path, default=RESULTS, help="where backends.json and backends.md go")
@@ -364,6 +378,7 @@ def main(argv: list[str] | None = None) -> int:
     results = {"generated": datetime.datetime.now().isoformat(timespec="seconds"), "machine": machine(),
                "settings": {"duration_s": args.duration, "repeats": args.repeats, "wrk_threads": 1,
                             "wrk_connections": args.connections, "sizes": sizes, "target_ratio": TARGET,
+                            "idle_s": args.idle,
                             "endpoints": {k: v[0] for k, v in ENDPOINTS.items()}},
                "sizes": {}}
     work = Path(tempfile.mkdtemp(prefix="wharf-bench-backends-"))

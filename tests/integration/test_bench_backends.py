@@ -48,7 +48,7 @@ def running(marker: str) -> list[str]:
 
 def test_backends_benchmark_runs_at_the_smallest_size(tmp_path: Path):
     out = tmp_path / "results"
-    cmd = [sys.executable, "-m", "bench.backends", "--files", "100", "--duration", "1", "--repeats", "1",
+    cmd = [sys.executable, "-m", "bench.backends", "--files", "100", "--duration", "1", "--repeats", "1", "--idle", "1",
            "--data", str(tmp_path / "data"), "--out", str(out)]
     run = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=800)
     assert run.returncode == 0, run.stderr[-4000:]
@@ -69,6 +69,7 @@ def test_backends_benchmark_runs_at_the_smallest_size(tmp_path: Path):
     for endpoint in ("metadata", "download"):
         assert len(set(size["bytes"][endpoint].values())) == 1, size["bytes"][endpoint]
 
+    assert set(size["idle_cpu_pct"]) == {"local", "s3_pg"}, size["idle_cpu_pct"]
     markdown = (out / "backends.md").read_text()
     assert "| nginx | download |" in markdown and "| app | metadata |" in markdown
     assert "S3+PG / local" in markdown
