@@ -158,13 +158,14 @@ class StackRun:
     def stop(self) -> None:
         if self.proc is None:
             return
-        left = [pid for part, pids in self.processes().items() if part != "store" for pid in pids]
+        left = {pid: cmdline(pid) for part, pids in self.processes().items() if part != "store" for pid in pids}
         stop_process(self.proc, timeout=30)  # supervisord stops gunicorn and nginx itself
-        for pid in left:  # whatever supervisord left behind (had it been killed, say), by PID
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        for pid, line in left.items():  # whatever supervisord left behind (had it been killed, say)
+            if line and cmdline(pid) == line:  # still that process, not a new one with its PID
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
         self.proc = None
 
 
@@ -297,12 +298,22 @@ def run_size(size: int, args: argparse.Namespace, work: Path) -> dict:
                     result["profile"][f"{name}/{endpoint}"] = profile(stack, stack.app_url + path,
                                                                       ENDPOINTS[endpoint][1], max(args.duration, 5), out)
     finally:
-        for thing in reversed(keep):
-            if isinstance(thing, PostgresServer):
-                thing.remove()
-            else:
-                thing.stop()
+        stop_all(keep)
     return result
+
+
+def stop_all(keep: list) -> None:
+    """Stop what was started, last first, by PID; a second Ctrl-C or kill does not cut it short."""
+    handlers = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        for thing in reversed(keep):
+            try:
+                thing.remove() if isinstance(thing, PostgresServer) else thing.stop()
+            except Exception as exc:  # the others are still stopped
+                log(f"stopping {type(thing).__name__}: {exc}")
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
 
 
 def cpu(figures: dict) -> str:
