@@ -14,6 +14,7 @@ local packages directory follows.
 from __future__ import annotations
 
 import argparse
+import shutil
 import statistics
 import tempfile
 import time
@@ -90,6 +91,7 @@ def main() -> None:
     finally:
         store.stop()
         postgres.remove()
+        shutil.rmtree(base, ignore_errors=True)  # SeaweedFS's data, the wheels, the nodes' state
 
 
 if __name__ == "__main__":

@@ -20,11 +20,17 @@ server-side multipart copy. Publishing without ``replace`` sends ``If-None-Match
 FileExistsError. An abandoned upload is aborted and its temporary object deleted; what a
 killed process leaves is swept by ``remove_stale_temporaries``. Reading and writing one
 object (ranged reads, uploads) is app/storage/s3_objects.py.
+
+Per request costs (bench/backends.py): a small object is read with one GET (a wheel's
+metadata would otherwise take a HEAD and a GET per seek), and a presigned URL is reused
+for a tenth of its lifetime (signing costs about as much as the rest of a download).
 """
 
 from __future__ import annotations
 
 import contextlib
+import datetime
+import email.utils
 import hashlib
 import io
 import logging
@@ -38,12 +44,15 @@ from urllib.parse import urlsplit
 from ..dists import has_dist_suffix
 from ..settings import Settings
 from . import DirListing, FileKey, StorageUnavailable, read_digests, write_stream
-from .s3_objects import READ_AHEAD, UPLOADS, RangedReader, S3NewFile, translated
+from .s3_objects import READ_AHEAD, UPLOADS, WHOLE_OBJECT, RangedReader, S3NewFile, translated
 
 log = logging.getLogger("wharf.storage")
 
 # The stale-upload sweep lists the bucket: at most once per this many seconds.
 SWEEP_EVERY = 60.0
+# Presigned URLs kept for reuse, per process (signing one costs about as much as the rest of
+# a download request); the oldest are forgotten beyond this many.
+PRESIGNED_KEPT = 4096
 
 
 def parse_storage_url(url: str) -> tuple[str, str]:
@@ -61,11 +70,34 @@ def make_client(settings: Settings):
     seconds (503) rather than hold a worker for minutes.
     """
     import boto3
+    import botocore.session
     from botocore.config import Config
 
     config = Config(connect_timeout=5, read_timeout=60, retries={"max_attempts": 3, "mode": "standard"},
                     max_pool_connections=32)
-    return boto3.session.Session().client("s3", endpoint_url=settings.s3_endpoint_url or None, config=config)
+    # botocore parses each timestamp with dateutil: 40% of the CPU time of listing a
+    # folder (the scanner does, every s3_list_interval). The store's are ISO 8601 (in XML)
+    # or HTTP dates (headers), which the standard library reads much faster.
+    core = botocore.session.get_session()
+    core.get_component("response_parser_factory").set_parser_defaults(timestamp_parser=parse_timestamp)
+    return boto3.session.Session(botocore_session=core).client(
+        "s3", endpoint_url=settings.s3_endpoint_url or None, config=config)
+
+
+def parse_timestamp(value) -> datetime.datetime:
+    """An S3 timestamp as an aware datetime: ISO 8601, an HTTP date, or epoch seconds."""
+    if isinstance(value, (int, float)):
+        return datetime.datetime.fromtimestamp(value, datetime.timezone.utc)
+    try:
+        parsed = datetime.datetime.fromisoformat(value)
+    except ValueError:
+        try:
+            parsed = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            from botocore.utils import parse_timestamp as slow
+
+            return slow(value)
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=datetime.timezone.utc)
 
 
 def etag_number(etag: str) -> int:
@@ -101,6 +133,10 @@ class S3Storage:
         self._lock = threading.Lock()
         self._last_sweep = 0.0
         self._problem: tuple[float, list[str]] = (0.0, [])
+        # A presigned URL is handed out again for a tenth of its lifetime (at most 5 minutes):
+        # whoever gets one can still use it for at least 90% of s3_url_lifetime.
+        self.url_reuse = min(self.url_lifetime / 10, 300.0)
+        self._presigned: dict[tuple, tuple[float, str]] = {}
 
     def root_names(self) -> list[str]:
         return [self.url]
@@ -192,11 +228,9 @@ class S3Storage:
                         yield relpath
 
     def stat_file(self, root: int, relpath: str) -> FileKey | None:
-        reldir, _, name = relpath.rpartition("/")
-        with self._lock:
-            listing = self._listings.get(reldir)
-        if listing is not None and name in listing.files and time.monotonic() - listing.at < self.list_interval:
-            return listing.files[name]
+        listed = self._listed(relpath)
+        if listed is not None:
+            return listed
         try:
             with translated(relpath):
                 head = self.client.head_object(Bucket=self.bucket, Key=self.key(relpath))
@@ -205,11 +239,41 @@ class S3Storage:
         return key_of(head["ContentLength"], head["LastModified"], head["ETag"])
 
     def open(self, root: int, relpath: str) -> tuple[BinaryIO, int]:
-        """A seekable reader over ranged GETs (never the whole object in memory) and its size."""
+        """A seekable reader and the object's size.
+
+        A small object (up to WHOLE_OBJECT, as a fresh listing or a HEAD tells) is read with
+        one GET; a bigger one is read by ranged GETs, never whole in memory.
+        """
         key = self.key(relpath)
+        listed = self._listed(relpath)
+        if listed is not None and listed.size <= WHOLE_OBJECT:
+            return self._open_whole(relpath, key)  # no HEAD: the listing told the size
         with translated(relpath):
             size = self.client.head_object(Bucket=self.bucket, Key=key)["ContentLength"]
+        if size <= WHOLE_OBJECT:
+            return self._open_whole(relpath, key)
         return io.BufferedReader(RangedReader(self.client, self.bucket, key, size), READ_AHEAD), size
+
+    def _listed(self, relpath: str) -> FileKey | None:
+        """The file's key from its folder's listing, if that is younger than list_interval."""
+        reldir, _, name = relpath.rpartition("/")
+        with self._lock:
+            listing = self._listings.get(reldir)
+        if listing is not None and time.monotonic() - listing.at < self.list_interval:
+            return listing.files.get(name)
+        return None
+
+    def _open_whole(self, relpath: str, key: str) -> tuple[BinaryIO, int]:
+        with translated(relpath):
+            answer = self.client.get_object(Bucket=self.bucket, Key=key)
+            size = answer["ContentLength"]
+            if size > WHOLE_OBJECT:  # replaced by a bigger object since it was listed
+                reader = RangedReader(self.client, self.bucket, key, size, body=answer["Body"])
+                return io.BufferedReader(reader, READ_AHEAD), size
+            data = answer["Body"].read()
+        if len(data) != size:
+            raise StorageUnavailable(f"{relpath}: the object store ended the body early")
+        return io.BytesIO(data), size
 
     def digests(self, root: int, relpath: str, algorithms: tuple[str, ...]) -> dict[str, str]:
         return read_digests(self, root, relpath, algorithms)
@@ -218,10 +282,23 @@ class S3Storage:
         """A GET URL for the object that needs no credentials, valid s3_url_lifetime seconds.
 
         ``response_headers`` (e.g. ResponseContentType) ask the store to answer with them.
+        A URL made less than ``url_reuse`` seconds ago is handed out again.
         """
-        return self.client.generate_presigned_url(
+        wanted = (relpath, tuple(sorted(response_headers.items())))
+        now = time.monotonic()
+        with self._lock:
+            kept = self._presigned.get(wanted)
+        if kept is not None and now - kept[0] < self.url_reuse:
+            return kept[1]
+        url = self.client.generate_presigned_url(
             "get_object", Params={"Bucket": self.bucket, "Key": self.key(relpath), **response_headers},
             ExpiresIn=self.url_lifetime)
+        with self._lock:
+            if len(self._presigned) >= PRESIGNED_KEPT:
+                for old in sorted(self._presigned, key=lambda k: self._presigned[k][0])[:PRESIGNED_KEPT // 4]:
+                    del self._presigned[old]
+            self._presigned[wanted] = (now, url)
+        return url
 
     # --- writing ---------------------------------------------------------------------
     @contextlib.contextmanager

@@ -28,6 +28,10 @@ COPY_PART_SIZE = 512 * 1024 * 1024
 UPLOADS = ".wharf-uploads/"
 # A reader's buffer: GETs are reopened only on a seek outside it.
 READ_AHEAD = 1024 * 1024
+# An object up to this size is read with one GET into memory: reading a wheel's metadata
+# seeks three or four times (end of the archive, central directory, member), and each
+# seek outside the buffer would be another request to the store.
+WHOLE_OBJECT = READ_AHEAD
 
 
 @contextlib.contextmanager
@@ -53,11 +57,12 @@ def translated(what: str) -> Iterator[None]:
 class RangedReader(io.RawIOBase):
     """A seekable read-only view of one object: a GET from the position on, reopened on a seek."""
 
-    def __init__(self, client, bucket: str, key: str, size: int):
+    def __init__(self, client, bucket: str, key: str, size: int, body=None):
         self.client, self.bucket, self.key, self.size = client, bucket, key, size
         self.position = 0
-        self._body = None
-        self._body_at = -1
+        # ``body``: a GET of the whole object already open (read from the start on).
+        self._body = body
+        self._body_at = 0 if body is not None else -1
 
     def readable(self) -> bool:
         return True

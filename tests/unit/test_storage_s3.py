@@ -14,7 +14,7 @@ import pytest
 from app.settings import Settings
 from app.storage import FileKey, Storage, StorageUnavailable, storage_for
 from app.storage import s3_objects as s3_module
-from app.storage.s3 import S3Storage, etag_number
+from app.storage.s3 import S3Storage, etag_number, parse_timestamp
 
 pytestmark = pytest.mark.slow
 
@@ -62,6 +62,21 @@ def test_the_client_reads_credentials_and_endpoint_as_boto3_does(bucket, seaweed
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wrong")
     refused = storage_for(Settings(storage_url=f"s3://{bucket}/pkgs"))
     assert refused.readable() and "not readable" in refused.readable()[0]
+
+
+def test_the_client_reads_timestamps_as_boto3_does(settings, seaweedfs, client, bucket, monkeypatch):
+    for name, value in seaweedfs.env().items():
+        monkeypatch.setenv(name, value)
+    put(client, bucket, "pkgs/a-1.0.tar.gz", b"a")
+    ours = S3Storage(settings).client  # make_client: a faster timestamp parser, in a session of its own
+    listed = ours.list_objects_v2(Bucket=bucket, Prefix="pkgs/")["Contents"][0]["LastModified"]
+    assert listed == client.list_objects_v2(Bucket=bucket, Prefix="pkgs/")["Contents"][0]["LastModified"]
+    head = ours.head_object(Bucket=bucket, Key="pkgs/a-1.0.tar.gz")["LastModified"]
+    assert head == client.head_object(Bucket=bucket, Key="pkgs/a-1.0.tar.gz")["LastModified"]
+    assert listed.tzinfo is not None and head.tzinfo is not None and abs(listed - head).total_seconds() < 1
+    assert parse_timestamp(1_700_000_000) == parse_timestamp("Tue, 14 Nov 2023 22:13:20 GMT")
+    with pytest.raises(ValueError):
+        parse_timestamp("not a time")
 
 
 def test_listing_maps_common_prefixes_to_folders_and_skips_dot_names(store, client, bucket):
@@ -120,6 +135,68 @@ def test_open_reads_ranges_without_fetching_the_whole_object(store, client, buck
         "sha256": hashlib.sha256(data).hexdigest(), "md5": hashlib.md5(data).hexdigest()}
     with pytest.raises(FileNotFoundError):
         store.open(0, "missing-1.0.tar.gz")
+
+
+def test_a_small_object_is_read_with_one_get(settings, seaweedfs, client, bucket, monkeypatch):
+    # A listing that stays fresh for the whole test (the fixture's lists again every 0.2 s).
+    store = S3Storage(dataclasses.replace(settings, s3_list_interval=600), client=seaweedfs.client())
+    data = os.urandom(200_000)  # a wheel: reading its metadata seeks three or four times
+    put(client, bucket, "pkgs/small-1.0.tar.gz", data)
+    asked: list[tuple[str, str | None]] = []
+    for name in ("get_object", "head_object"):
+        real = getattr(store.client, name)
+        monkeypatch.setattr(store.client, name,
+                            lambda real=real, name=name, **kw: asked.append((name, kw.get("Range"))) or real(**kw))
+
+    def read_around(stream, expected: bytes) -> None:
+        with stream:
+            stream.seek(-10, os.SEEK_END)
+            assert stream.read() == expected[-10:]
+            stream.seek(100)
+            assert stream.read(5) == expected[100:105]
+            stream.seek(0)
+            assert stream.read() == expected
+
+    stream, size = store.open(0, "small-1.0.tar.gz")  # not listed: a HEAD tells its size
+    assert size == len(data)
+    read_around(stream, data)
+    assert asked == [("head_object", None), ("get_object", None)]
+    asked.clear()
+    store.list_dir(0, "")  # a fresh listing tells the size: no HEAD
+    stream, size = store.open(0, "small-1.0.tar.gz")
+    read_around(stream, data)
+    assert asked == [("get_object", None)]
+    # Replaced by a big object since it was listed: read by ranges, never whole.
+    big = os.urandom(s3_module.WHOLE_OBJECT + 4096)
+    put(client, bucket, "pkgs/small-1.0.tar.gz", big)
+    asked.clear()
+    stream, size = store.open(0, "small-1.0.tar.gz")
+    assert size == len(big) and isinstance(stream.raw, s3_module.RangedReader)
+    read_around(stream, big)
+    assert asked == [("get_object", None), ("get_object", f"bytes={len(big) - 10}-"),
+                     ("get_object", "bytes=100-"), ("get_object", "bytes=0-")]
+    # Listed, then removed: FileNotFoundError, as before.
+    client.delete_object(Bucket=bucket, Key="pkgs/small-1.0.tar.gz")
+    with pytest.raises(FileNotFoundError):
+        store.open(0, "small-1.0.tar.gz")
+
+
+def test_a_presigned_url_is_reused_for_a_tenth_of_its_lifetime(settings, seaweedfs, client, bucket):
+    import urllib.request
+
+    put(client, bucket, "pkgs/a-1.0.tar.gz", b"the bytes")
+    store = S3Storage(dataclasses.replace(settings, s3_url_lifetime=100), client=seaweedfs.client())
+    assert store.url_reuse == 10
+    first = store.presigned_url("a-1.0.tar.gz")
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with opener.open(first, timeout=10) as answer:
+        assert answer.read() == b"the bytes"
+    time.sleep(1.1)  # expiry times are whole seconds: a URL signed now would differ
+    assert store.presigned_url("a-1.0.tar.gz") == first
+    typed = store.presigned_url("a-1.0.tar.gz", ResponseContentType="application/zip")
+    assert typed != first and "response-content-type" in typed
+    store.url_reuse = 1.0
+    assert store.presigned_url("a-1.0.tar.gz") != first  # older than url_reuse: signed again
 
 
 @pytest.mark.parametrize("size", [1000, s3_module.PART_SIZE * 2 + 5])
