@@ -19,7 +19,9 @@ separate machines.
 from __future__ import annotations
 
 import base64
+import grp
 import hashlib
+import os
 import json
 import re
 import secrets
@@ -39,7 +41,8 @@ from tests.deploy.test_ansible import (ANSIBLE_DIR, CONNECTION_PLUGINS, TARGET_C
                                        _request, _tool, wheelhouse)
 from tests.support import client_env, free_port, make_wheel
 
-pytestmark = pytest.mark.slow
+# Two runs of the playbook over three hosts take minutes on a busy two-core machine.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)]
 
 __all__ = ["wheelhouse"]  # the fixture, shared with the single-server test
 
@@ -315,7 +318,85 @@ def test_publish_install_and_yank_across_the_cluster(cluster: Cluster, tmp_path:
     # And through the proxy, whose cached page the app refreshed before answering the yank.
     status, _headers, page = _request(f"{url}/simple/cluster-demo/", ca, headers={
         "Accept": "application/vnd.pypi.simple.v1+json"})
-    assert status == 200 and [f["yanked"] for f in json.loads(page)["files"]] == ["broken build"]
+    assert status == 200 and [f["yanked"] for f in json.loads(page)["files"]] == ["broken build"], (
+        cluster.exec("proxy", "sh", "-c", "grep -a cluster-demo /var/log/wharf/nginx-access.log | tail -n 20")
+        + cluster.exec("app1", "sh", "-c", "grep -ai 'refresh\\|nginx' /var/log/wharf/wharf.log | tail -n 20"))
+
+
+def _render_locally(work: Path, inventory: dict, hosts: list[str]) -> dict[str, Path]:
+    """The role's configs tasks for ``hosts`` of ``inventory``, run here (connection local):
+    the config directory each host got. The other hosts are not in the play: their
+    addresses come from wharf_address, as with ``--limit``."""
+    work.mkdir(parents=True, exist_ok=True)
+    dirs = {host: work / host for host in hosts}
+    for host, directory in dirs.items():
+        inventory["all"]["hosts"][host].update(ansible_connection="local", ansible_python_interpreter=sys.executable,
+                                               wharf_config_dir=str(directory))
+    (work / "inventory.json").write_text(json.dumps(inventory))
+    playbook = work / "configs.yml"
+    playbook.write_text(json.dumps([{
+        "name": f"Render {host}'s configs", "hosts": host, "gather_facts": False,
+        "tasks": [{"name": "Run them", "ansible.builtin.include_role": {"name": "wharf", "tasks_from": "configs"}},
+                  {"name": "Stop before the handlers", "ansible.builtin.meta": "end_play"}],
+    } for host in hosts]))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("WHARF_", "ANSIBLE_"))}
+    env.update(ANSIBLE_ROLES_PATH=str(ANSIBLE_DIR / "roles"), ANSIBLE_NOCOLOR="1", ANSIBLE_HOME=str(work / ".ansible"))
+    result = subprocess.run([_tool("ansible-playbook"), "-i", str(work / "inventory.json"), str(playbook)],
+                            cwd=work, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-3000:]
+    return dirs
+
+
+def _env_file(directory: Path) -> dict[str, str]:
+    return dict(line.split("=", 1) for line in (directory / "wharf.env").read_text().splitlines()
+                if line and not line.startswith("#"))
+
+
+def test_settings_follow_the_groups(tmp_path: Path) -> None:
+    """The settings that tie a cluster together, derived from the groups and addresses alone."""
+    addresses = {"lb": "10.0.0.5", "app1": "10.0.0.11", "app2": "10.0.0.12", "db": "10.0.0.21", "store": "10.0.0.22"}
+    inventory = {"all": {
+        "hosts": {host: {"wharf_address": address} for host, address in addresses.items()},
+        "children": {"wharf_proxy": {"hosts": {"lb": {}}}, "wharf_app": {"hosts": {"app1": {}, "app2": {}}},
+                     "wharf_db": {"hosts": {"db": {}}}, "wharf_storage": {"hosts": {"store": {}}}},
+        "vars": {"wharf_group": grp.getgrgid(os.getgid()).gr_name, "wharf_server_name": "pypi.example.com",
+                 "wharf_postgresql_password": "p@ss/w:rd", "wharf_aws_access_key_id": "key-id",
+                 "wharf_aws_secret_access_key": "s3cret"},
+    }}
+    dirs = _render_locally(tmp_path, inventory, ["lb", "app1"])
+
+    # The proxy: nginx only, its upstream every app host, its refresh port open to them.
+    assert not (dirs["lb"] / "wharf.env").exists()
+    site = (dirs["lb"] / "nginx" / "site.conf").read_text()
+    upstream = re.search(r"upstream wharf_app \{(.*?)\}", site, re.S).group(1)
+    assert re.findall(r"server (\S+?)[ ;]", upstream) == ["10.0.0.11:8080", "10.0.0.12:8080"]
+    assert "listen 10.0.0.5:444;" in site
+    assert "allow 10.0.0.11;" in site and "allow 10.0.0.12;" in site
+
+    # An app host: gunicorn only, on its address, with the shared database and bucket.
+    assert not (dirs["app1"] / "nginx" / "site.conf").exists()
+    env = _env_file(dirs["app1"])
+    assert env["WHARF_HOST"] == "10.0.0.11"
+    assert env["WHARF_DATABASE_URL"] == "postgresql://wharf:p%40ss%2Fw%3Ard@10.0.0.21:5432/wharf"
+    assert env["WHARF_STORAGE_URL"] == "s3://wharf"
+    assert env["WHARF_S3_ENDPOINT_URL"] == "http://10.0.0.22:8333"
+    assert env["WHARF_TRUSTED_PROXIES"] == "127.0.0.1,::1,10.0.0.5"
+    assert env["WHARF_CACHE_REFRESH"] == "10.0.0.5:444"
+    assert (env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"], env["AWS_REGION"]) == ("key-id", "s3cret", "us-east-1")
+
+    # External database and store instead of wharf_db and wharf_storage hosts; anything set wins.
+    external = json.loads(json.dumps(inventory))
+    del external["all"]["children"]["wharf_db"], external["all"]["children"]["wharf_storage"]
+    external["all"]["vars"].update(wharf_database_url="postgresql://w:x@pg.internal/wharf",
+                                   wharf_storage_url="s3://corp-bucket/pypi",
+                                   wharf_s3_endpoint_url="https://s3.eu-west-1.amazonaws.com",
+                                   wharf_trusted_proxies=["10.9.9.9"])
+    env = _env_file(_render_locally(tmp_path / "external", external, ["app2"])["app2"])
+    assert env["WHARF_DATABASE_URL"] == "postgresql://w:x@pg.internal/wharf"
+    assert env["WHARF_STORAGE_URL"] == "s3://corp-bucket/pypi"
+    assert env["WHARF_S3_ENDPOINT_URL"] == "https://s3.eu-west-1.amazonaws.com"
+    assert env["WHARF_TRUSTED_PROXIES"] == "10.9.9.9"
+    assert env["WHARF_HOST"] == "10.0.0.12"
 
 
 def test_example_inventory_shows_both_layouts() -> None:
