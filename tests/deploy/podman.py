@@ -130,3 +130,30 @@ def ensure_base_image(podman: Podman, scratch: Path) -> str:
         if podman("image", "exists", BASE_IMAGE, check=False).returncode != 0:
             podman("import", "--quiet", str(ensure_base_tarball(scratch)), BASE_IMAGE)
     return BASE_IMAGE
+
+
+# --- several containers that reach each other (tests/deploy/test_ansible_cluster.py) ---------
+def ensure_image(podman: Podman, tag: str, containerfile: str, scratch: Path) -> str:
+    """``tag`` built from ``containerfile`` (``{base}`` is the Debian base), once per cache."""
+    lock = re.sub(r"\W+", "-", tag)
+    with cache_lock(f"image-{lock}"):
+        if podman("image", "exists", tag, check=False).returncode != 0:
+            (scratch / "Containerfile").write_text(containerfile.format(base=ensure_base_image(podman, scratch)))
+            podman("build", "--pull=never", "--tag", tag, str(scratch), timeout=900)
+    return tag
+
+
+@contextlib.contextmanager
+def network(podman: Podman, name: str) -> Iterator[str]:
+    """A bridge network of this test's own (no other test can tear it down), removed after."""
+    podman("network", "create", name)
+    try:
+        yield name
+    finally:
+        podman("network", "rm", "--force", name, check=False)
+
+
+def container_address(podman: Podman, container: str, network_name: str) -> str:
+    """The IPv4 address ``container`` has on ``network_name``."""
+    return podman("inspect", "--format", f"{{{{(index .NetworkSettings.Networks \"{network_name}\").IPAddress}}}}",
+                  container).stdout.strip()
