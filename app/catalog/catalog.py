@@ -62,6 +62,9 @@ START_WAIT = 1.0
 DELTAS_KEPT = 2_000
 # Parsed versions kept for sorting; a new dict beyond this many distinct strings.
 VERSIONS_KEPT = 50_000
+# File URLs whose project name is remembered (parsing a wheel's name is a fifth of a
+# download's cost); a new dict beyond this many.
+URL_PROJECTS_KEPT = 20_000
 # A project whose state before a change this worker never loaded.
 UNKNOWN = object()
 
@@ -91,6 +94,7 @@ class Catalog:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._versions: dict[str, Version] = {}
+        self._url_projects: dict[str, str] = {}  # file URL -> its project (by its file name)
         self.projects = ProjectCache(settings.catalog_cache_files)
         # (serial, project, its Project before that change or UNKNOWN); a reload leaves a gap.
         self._deltas: deque[tuple[int, str, object]] = deque(maxlen=DELTAS_KEPT)
@@ -542,11 +546,16 @@ class Catalog:
 
     def find(self, url_path: str) -> DistFile | None:
         """The file served at /packages/<url_path>, if any (its project says, by the file's name)."""
-        try:
-            dist = parse_filename(url_path.rpartition("/")[2])
-        except InvalidDistribution:
-            return None
-        project = self.project(dist.project)
+        name = self._url_projects.get(url_path)
+        if name is None:
+            try:
+                name = parse_filename(url_path.rpartition("/")[2]).project
+            except InvalidDistribution:
+                return None
+            if len(self._url_projects) >= URL_PROJECTS_KEPT:
+                self._url_projects = {}
+            self._url_projects[url_path] = name
+        project = self.project(name)
         if project is not None:
             for f in project.files:
                 if f.relpath == url_path:
