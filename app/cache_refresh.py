@@ -155,8 +155,13 @@ class CacheRefresher:
         """Refresh what changed from ``old`` to ``new`` on every nginx; returns when done or timed out."""
         if not self.endpoints or self.catalog is None:
             return
-        changes = self.catalog.changes_between(old, new)
-        self.refresh_paths(changed_paths(changes, old, new, self.catalog.project), new.seq)
+        try:
+            paths = changed_paths(self.catalog.changes_between(old, new), old, new, self.catalog.project)
+        except unavailable_errors() as exc:  # the change is made: a refresh never fails it
+            log.warning("could not tell which pages changed (%s): nginx may serve the old ones until "
+                        "index_cache_lifetime", exc)
+            paths = ["/simple/", "/packages/"]
+        self.refresh_paths(paths, new.seq)
 
     def refresh_project(self, name: str, project: Project | None, seq: int) -> None:
         """Refresh everything of one project (its status changed: pages, and whether files are served)."""
