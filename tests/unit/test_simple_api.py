@@ -521,3 +521,23 @@ def test_the_project_index_is_served_gzip_to_clients_that_take_it(app):
         assert headers["etag"] == plain["etag"]
     assert accepts_gzip("gzip") and accepts_gzip("br, gzip;q=0.5") and accepts_gzip("*")
     assert not accepts_gzip("") and not accepts_gzip("identity") and not accepts_gzip("gzip;q=0")
+
+
+@pytest.mark.parametrize("fmt", [JSON_V1, "text/html"])
+def test_the_compressed_index_is_the_plain_page_and_is_updated_by_the_chunk(fmt):
+    import zlib
+
+    from app import templates
+    from app.simple_pages import CompressedIndex, render_index
+
+    env = templates()
+    index = CompressedIndex(env, fmt)
+    for names in [(), ("only",), tuple(f"p-{i:05d}" for i in range(5000))]:
+        page = index.page(names)
+        assert zlib.decompress(page.body, 31) == render_index(env, fmt, names), len(names)
+    kept = dict(index._kept)
+    grown = names[:2500] + ("p-02499-new",) + names[2500:]
+    page = index.page(grown)
+    assert zlib.decompress(page.body, 31) == render_index(env, fmt, grown)
+    assert len(set(index._kept) - set(kept)) == 1, "one chunk recompressed, the others reused"
+    assert CompressedIndex(env, fmt).page(grown).etag == page.etag, "the same ETag in every worker"
