@@ -102,6 +102,20 @@ def _slice(stream, first: int, last: int):
 SMALL_FILE = 64 * 1024
 
 
+def _in_pieces(parts, size: int = 64 * 1024):
+    """Rendered text as bytes, a piece of about ``size`` at a time (a streamed response)."""
+    pending: list[str] = []
+    length = 0
+    for part in parts:
+        pending.append(part)
+        length += len(part)
+        if length >= size:
+            yield "".join(pending).encode()
+            pending, length = [], 0
+    if pending:
+        yield "".join(pending).encode()
+
+
 def send_stored(storage: Storage, root: int, relpath: str, etag: str, mtime: float, *, gone: str):
     """A stored file as the response body (the caller has set its headers).
 
@@ -243,6 +257,14 @@ def register(app: Bottle, settings: Settings, catalog: Catalog, access: Access,
         # pypiserver's flat list of every file, for pip --find-links.
         access.require("list")
         view = catalog.view
+        if not catalog.holds_everything():
+            # A large index: its list (a million lines, ~60 MB) is streamed from the
+            # database as it is rendered, never held whole by a worker.
+            response.set_header("Content-Type", "text/html; charset=utf-8")
+            for key, value in index_cache_headers(settings.index_max_age, private=access.protects("list"),
+                                                    keep=index_lifetime(settings)).items():
+                response.set_header(key, value)
+            return _in_pieces(templates.get_template("packages.html").generate(links=catalog.relpaths()))
         cached = listing_cache.get(view.serial)
         if cached is None:
             body = templates.get_template("packages.html").render(links=catalog.relpaths()).encode()

@@ -275,6 +275,16 @@ def test_flat_listing_for_find_links(app, tree):
     assert (status, empty) == (304, b"")
 
 
+def test_a_large_index_streams_the_same_flat_listing(make_app, tree):
+    small = get(make_app(), "/packages/")
+    make_app.close()
+    large = make_app(catalog_cache_files=1)  # beyond the worker's cache: the list is streamed from the database
+    assert not large.config["wharf.catalog"].holds_everything()
+    status, headers, body = get(large, "/packages/")
+    assert (status, body) == (200, small[2])
+    assert headers["content-type"] == "text/html; charset=utf-8" and "max-age" in headers["cache-control"]
+
+
 # --- nothing else can be named -----------------------------------------------------------------------
 @pytest.mark.parametrize(
     "path",
