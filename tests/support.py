@@ -13,6 +13,7 @@ import io
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tarfile
@@ -141,14 +142,17 @@ class WharfProcess:
 
 
 def http(url: str, method: str = "GET", headers: dict[str, str] | None = None, data: bytes | None = None,
-         timeout: float = 30) -> tuple[int, dict[str, str], bytes]:
-    """One request without redirects: (status, headers with lower-case names, body)."""
+         timeout: float = 30, context: ssl.SSLContext | None = None) -> tuple[int, dict[str, str], bytes]:
+    """One request without redirects (HTTPS trusting ``context``): (status, headers with lower-case names, body)."""
 
     class _NoRedirect(urllib.request.HTTPRedirectHandler):
         def redirect_request(self, *args, **kwargs):
             return None
 
-    opener = urllib.request.build_opener(_NoRedirect, urllib.request.ProxyHandler({}))
+    handlers: list = [_NoRedirect, urllib.request.ProxyHandler({})]
+    if context is not None:
+        handlers.append(urllib.request.HTTPSHandler(context=context))
+    opener = urllib.request.build_opener(*handlers)
     req = urllib.request.Request(url, method=method, headers=headers or {}, data=data)
     try:
         with opener.open(req, timeout=timeout) as r:

@@ -34,8 +34,6 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -47,7 +45,8 @@ from tests.deploy.conftest import LocalCA, make_test_ca
 from tests.integration.test_publish import BOUNDARY, basic, form_body, upload_fields
 from tests.postgres import PostgresServer
 from tests.seaweed_cluster import SeaweedCluster
-from tests.support import ROOT, client_env, free_port, make_wheel, stop_process, wait_http
+from tests.integration.test_nodes import wait_until
+from tests.support import ROOT, client_env, free_port, http, make_wheel, stop_process, wait_http
 
 from .harness import children
 
@@ -206,19 +205,7 @@ def start_cluster(base: Path, nodes: int = 3, workers: int = 2) -> Cluster:
 def request(cluster: Cluster, url: str, method: str = "GET", headers: dict[str, str] | None = None,
             data: bytes | None = None, timeout: float = 60) -> tuple[int, dict[str, str], bytes]:
     """One request (HTTPS trusting the cluster's CA, no proxy, no redirects): status, headers, body."""
-    class NoRedirect(urllib.request.HTTPRedirectHandler):
-        def redirect_request(self, *args, **kwargs):
-            return None
-
-    context = ssl.create_default_context(cafile=str(cluster.ca))
-    opener = urllib.request.build_opener(NoRedirect, urllib.request.ProxyHandler({}),
-                                         urllib.request.HTTPSHandler(context=context))
-    req = urllib.request.Request(url, method=method, headers=headers or {}, data=data)
-    try:
-        with opener.open(req, timeout=timeout) as r:
-            return r.status, {k.lower(): v for k, v in r.headers.items()}, r.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, {k.lower(): v for k, v in exc.headers.items()}, exc.read()
+    return http(url, method, headers, data, timeout, ssl.create_default_context(cafile=str(cluster.ca)))
 
 
 def post_upload(cluster: Cluster, base_url: str, wheel: Path, name: str, version: str):
@@ -276,12 +263,6 @@ def twine(cluster: Cluster, home: Path, wheel: Path) -> subprocess.CompletedProc
                           stdin=subprocess.DEVNULL)
 
 
-def wait_until(check, within: float, what: str) -> float:
-    started = time.monotonic()
-    while not check():
-        assert time.monotonic() - started < within, what
-        time.sleep(0.05)
-    return time.monotonic() - started
 
 
 def sha256(path: Path) -> str:
